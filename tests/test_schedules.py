@@ -1,0 +1,52 @@
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from jssl import schedules
+
+
+def _cfg(**kw):
+  base = dict(name="lars", base_lr=0.3, lr_scaling="linear", weight_decay=1e-4,
+              momentum=0.9, trust_coefficient=0.02, warmup_epochs=1.0,
+              grad_clip_norm=0.0)
+  base.update(kw)
+  return ml_collections.ConfigDict(base)
+
+
+def test_linear_scaling_and_warmup_cosine():
+  assert schedules.scaled_learning_rate(_cfg(), 1024) == pytest.approx(1.2)
+  assert schedules.scaled_learning_rate(_cfg(lr_scaling="sqrt"), 4096) == \
+      pytest.approx(0.3 * 64)
+  sched = schedules.warmup_cosine(1.0, total_steps=100, warmup_steps=10)
+  assert float(sched(0)) == 0.0
+  assert float(sched(10)) == pytest.approx(1.0)
+  assert float(sched(55)) == pytest.approx(0.5, abs=1e-6)  # cosine midpoint
+  assert float(sched(100)) == pytest.approx(0.0, abs=1e-7)
+  with pytest.raises(ValueError, match="lr_scaling='cube'"):
+    schedules.scaled_learning_rate(_cfg(lr_scaling="cube"), 256)
+
+
+def test_lars_skips_weight_decay_and_trust_ratio_for_biases_and_bn():
+  params = {"kernel": jnp.full((3, 4), 2.0), "bias": jnp.full((4,), 2.0)}
+  grads = {"kernel": jnp.full((3, 4), 0.5), "bias": jnp.full((4,), 0.5)}
+  tx, sched = schedules.make_optimizer(_cfg(warmup_epochs=0.0, lr_scaling="none",
+                                            base_lr=0.1),
+                                       global_batch=256, total_steps=10,
+                                       steps_per_epoch=1)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  lr = float(sched(0))
+  # Bias: plain SGD (no decay, no trust ratio): -lr * g.
+  np.testing.assert_allclose(updates["bias"], -lr * 0.5, rtol=1e-6)
+  # Kernel: g + wd * p, rescaled by eta * ||p|| / ||g + wd p||.
+  g = 0.5 + 1e-4 * 2.0
+  trust = 0.02 * np.sqrt(12 * 4.0) / np.sqrt(12 * g * g)
+  np.testing.assert_allclose(updates["kernel"], -lr * trust * g, rtol=1e-5)
+
+
+def test_unknown_optimizer_is_named():
+  with pytest.raises(ValueError, match="optimizer.name='adam9'"):
+    schedules.make_optimizer(_cfg(name="adam9"), global_batch=256,
+                             total_steps=10, steps_per_epoch=1)
