@@ -1,0 +1,89 @@
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from jssl import checkpoint as ckpt_lib
+
+
+def _state(v):
+  return {"step": jnp.asarray(v, jnp.int32), "w": jnp.full((3, 2), float(v))}
+
+
+def _abstract():
+  return jax.eval_shape(lambda: _state(0))
+
+
+def test_save_restore_latest_and_keep(tmp_path):
+  c = ckpt_lib.Checkpointer(str(tmp_path), every_steps=1, keep=2, use_async=True)
+  for s in (1, 2, 3):
+    c.save(s, _state(s))
+  c.wait()
+  restored = c.restore_latest(_abstract())
+  assert int(restored["step"]) == 3
+  np.testing.assert_array_equal(restored["w"], np.full((3, 2), 3.0))
+  c.close()
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]
+
+
+def test_empty_workdir_restores_nothing(tmp_path):
+  c = ckpt_lib.Checkpointer(str(tmp_path), every_steps=1, keep=2)
+  assert c.restore_latest(_abstract()) is None
+  c.close()
+
+
+def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, capsys):
+  c = ckpt_lib.Checkpointer(str(tmp_path), every_steps=1, keep=3, use_async=False)
+  c.save(1, _state(1))
+  c.save(2, _state(2))
+  c.close()
+  # Damage every data file of step 2 (a torn write / bad disk).
+  step2 = tmp_path / "checkpoints" / "2"
+  damaged = 0
+  for root, _, files in os.walk(step2):
+    for name in files:
+      if not name.startswith("_CHECKPOINT_METADATA"):
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"\x00garbage")
+        damaged += 1
+  assert damaged
+  c = ckpt_lib.Checkpointer(str(tmp_path), every_steps=1, keep=3, use_async=False)
+  restored = c.restore_latest(_abstract())
+  assert int(restored["step"]) == 1
+  out = capsys.readouterr().out
+  assert "checkpoint step 2" in out and "unreadable" in out
+  # Nothing lost: the corrupt checkpoint is moved aside, not deleted.
+  assert (tmp_path / "corrupt" / "2").is_dir()
+  assert not step2.exists()
+  c.save(2, _state(22))  # and the step can be written again
+  c.close()
+
+
+def _cfg(**kw):
+  c = ml_collections.ConfigDict(dict(seed=0, batch_size=32, log_every_steps=5,
+                                     loss=dict(temperature=0.2),
+                                     data=dict(data_dir="/a")))
+  c.update(kw)
+  return c
+
+
+def test_config_mismatch_refuses_and_names_fields(tmp_path):
+  wd = str(tmp_path)
+  ckpt_lib.write_or_check_config(wd, _cfg())
+  os.makedirs(tmp_path / "checkpoints" / "5")
+  # Logging cadence and data location may change on resume.
+  ckpt_lib.write_or_check_config(wd, _cfg(log_every_steps=7, data=dict(data_dir="/b")))
+  bad = _cfg(batch_size=64)
+  bad.loss.temperature = 0.5
+  with pytest.raises(ValueError) as e:
+    ckpt_lib.write_or_check_config(wd, bad)
+  msg = str(e.value)
+  assert "batch_size: 32 -> 64" in msg and "loss.temperature: 0.2 -> 0.5" in msg
+  assert "refusing" in msg
+  # The saved config is untouched.
+  with open(tmp_path / "config.json") as f:
+    assert json.load(f)["batch_size"] == 32
