@@ -1,0 +1,22 @@
+"""jssl input pipeline: view recipes, keyed jnp augmentations, array and TFDS sources.
+
+Importing this package never imports TensorFlow; `tfds_source`, `tf_ops` and
+`offline` import it inside the functions that need it.
+"""
+from jssl.data import augment
+from jssl.data.digits import ArrayDataset, load_arrays, load_digits
+from jssl.data.sources import ArraySource, prefetch
+from jssl.data.tfds_source import DatasetNotPreparedError, tfds_eval_batches, tfds_train_batches
+from jssl.data.views import (
+    byol_recipe,
+    eval_preprocess,
+    make_view_fn,
+    simclr_recipe,
+    view_config,
+)
+
+__all__ = [
+    "ArrayDataset", "ArraySource", "DatasetNotPreparedError", "augment", "byol_recipe",
+    "eval_preprocess", "load_arrays", "load_digits", "make_view_fn", "prefetch",
+    "simclr_recipe", "tfds_eval_batches", "tfds_train_batches", "view_config",
+]

@@ -1,0 +1,174 @@
+"""TFDS input pipelines (host side, tf.data), yielding numpy batches per process.
+
+Train: `tfds.split_for_jax_process(split)` -> file shuffle + example shuffle ->
+repeat -> decode -> per-view random resized crop on host (variable-size images
+such as ImageNet must be cropped before batching) -> batch -> prefetch ->
+`tfds.as_numpy`. Batches are `{'views': uint8 [b, V, h, w, C], 'label': int32
+[b]}` for `jssl.data.views.make_view_fn`, which applies flip and photometric ops
+on device. For fixed-size datasets (CIFAR) `crop_on_host=False` yields
+`{'image': uint8 [b, H, W, C]}` instead and the crop runs on device too; that
+moves all randomness to the accelerator and makes the host pipeline ~V x lighter.
+
+Resuming: tf.data cannot skip ahead cheaply, so on resume the pipeline is
+re-seeded from `(seed, start_step)`. The example order after a restart is a
+fresh shuffle, not the uninterrupted run's continuation (use
+`jssl.data.sources.ArraySource` when exact resumption matters).
+
+A dataset that is not prepared in `data_dir` raises `DatasetNotPreparedError`
+naming the dataset, the data dir and the offline registration command
+(`python -m jssl.data.offline`), since TFDS cannot download here.
+
+Reference: big_vision `input_pipeline.py` and TFDS "Splits and slicing" /
+`split_for_jax_process` docs; SimCLR `data.py` (`build_input_fn`).
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterator, Optional, Sequence
+
+import numpy as np
+
+Batch = Dict[str, np.ndarray]
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+  """The TFDS dataset is not prepared in the data dir (and cannot be downloaded)."""
+
+
+def _not_prepared(name: str, data_dir: Optional[str]) -> DatasetNotPreparedError:
+  where = data_dir or "~/tensorflow_datasets (TFDS default)"
+  return DatasetNotPreparedError(
+      f"TFDS dataset {name!r} is not prepared in data_dir={where!r}, and TFDS cannot "
+      f"download it here (no network). Register a local copy of its archive with:\n"
+      f"  python -m jssl.data.offline --dataset={name} --archive=PATH/TO/ARCHIVE "
+      f"--data_dir={data_dir or 'DATA_DIR'}\n"
+      f"(for CIFAR-10: ../shared/data/cifar10/cifar-10-binary-reconstructed.tar.gz), "
+      f"or point data_dir at an already prepared TFDS directory.")
+
+
+def _as_dataset(name: str, data_dir: Optional[str], **kwargs):
+  """`builder.as_dataset(**kwargs)`, turning "no prepared data" into one clear error."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder(name, data_dir=data_dir)
+  try:
+    return builder, builder.as_dataset(**kwargs)
+  except AssertionError:
+    # TFDS asserts `is_prepared()` first; anything else is not ours to reword.
+    if builder.is_prepared():
+      raise
+    raise _not_prepared(name, data_dir) from None
+
+
+def resume_seed(seed: int, start_step: int) -> int:
+  """A 31-bit tf.data seed derived from `(seed, start_step)` (re-seeding on resume)."""
+  return int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0] % (2**31 - 1))
+
+
+def tfds_train_batches(name: str, split: str = "train", *, data_dir: Optional[str],
+                       batch_size_per_process: int, image_size: int, num_views: int = 2,
+                       crop_on_host: bool = True,
+                       crop_scale: Sequence[float] = (0.08, 1.0),
+                       crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
+                       seed: int = 0, start_step: int = 0, shuffle_buffer: int = 10_000,
+                       image_key: str = "image", label_key: str = "label",
+                       process_index: Optional[int] = None,
+                       process_count: Optional[int] = None) -> Iterator[Batch]:
+  """Infinite training batches of this process's shard of a TFDS split.
+
+  Args:
+    name: TFDS name, e.g. 'cifar10'.
+    split: TFDS split (slicing allowed), divided evenly over processes.
+    data_dir: TFDS data dir holding the prepared dataset.
+    batch_size_per_process: rows per yielded batch (remainder dropped).
+    image_size: side of the host crops (the recipe's `image_size`).
+    num_views: V crops per example.
+    crop_on_host: True -> `{'views': uint8 [b, V, s, s, C]}`; False ->
+      `{'image': uint8 [b, H, W, C]}` (fixed-size datasets only; crop on device).
+    crop_scale, crop_ratio: random resized crop ranges (area fraction, w/h).
+    seed, start_step: seed the shuffles and crops; see the module doc on resume.
+    shuffle_buffer: examples in the shuffle buffer.
+    image_key, label_key: feature names.
+    process_index, process_count: default to `jax.process_index()/count()`.
+
+  Yields:
+    numpy dicts as described above, with `'label': int32 [b]`.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from jssl.data import tf_ops  # pylint: disable=g-import-not-at-top
+
+  base = resume_seed(seed, start_step)
+  subsplit = tfds.split_for_jax_process(split, process_index=process_index,
+                                        process_count=process_count)
+  builder, ds = _as_dataset(
+      name, data_dir, split=subsplit, shuffle_files=True,
+      # Decode after the shuffle: the buffer then holds compressed bytes.
+      decoders={image_key: tfds.decode.SkipDecoding()},
+      read_config=tfds.ReadConfig(shuffle_seed=base))
+  decode = builder.info.features[image_key].decode_example
+  ds = ds.map(lambda ex: {"image": ex[image_key], "label": ex[label_key]})
+  ds = ds.shuffle(shuffle_buffer, seed=base, reshuffle_each_iteration=True).repeat()
+  # Example i of this run gets the stateless seed (base, i): crops are a pure
+  # function of (seed, start_step, position in the stream).
+  ds = ds.enumerate()
+
+  def prepare(i, ex):
+    image = decode(ex["image"])
+    out = {"label": tf.cast(ex["label"], tf.int32)}
+    if crop_on_host:
+      seeds = tf.random.experimental.stateless_split(
+          tf.stack([tf.constant(base, tf.int64), i]), num_views)
+      out["views"] = tf.stack([
+          tf_ops.random_resized_crop(image, seeds[v], size=image_size, scale=crop_scale,
+                                     ratio=crop_ratio) for v in range(num_views)])
+    else:
+      out["image"] = image
+    return out
+
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size_per_process, drop_remainder=True)
+  ds = ds.prefetch(tf.data.AUTOTUNE)
+  return iter(tfds.as_numpy(ds))
+
+
+def tfds_eval_batches(name: str, split: str = "test", *, data_dir: Optional[str],
+                      batch_size_per_process: int, image_size: int,
+                      crop_fraction: float = 1.0, image_key: str = "image",
+                      label_key: str = "label", process_index: Optional[int] = None,
+                      process_count: Optional[int] = None) -> Iterator[Batch]:
+  """Finite eval batches `{'image': uint8 [b, s, s, C], 'label': int32, 'mask': bool}`.
+
+  Images are resized (shorter side to `image_size / crop_fraction`) and centre
+  cropped on host, then normalised on device by
+  `jssl.data.views.eval_preprocess(size=image_size)` (an identity resize there).
+  Every process yields `ceil(largest shard / b)` batches, zero-padded with
+  `mask=False`, so multi-host evaluation steps stay in lockstep.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from jssl.data import tf_ops  # pylint: disable=g-import-not-at-top
+
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  mine = tfds.split_for_jax_process(split, process_index=index, process_count=count)
+  # Even splits put the extra examples first, so shard 0 is the longest.
+  first = tfds.split_for_jax_process(split, process_index=0, process_count=count)
+  _, ds = _as_dataset(name, data_dir, split=mine, shuffle_files=False)
+  _, ds0 = _as_dataset(name, data_dir, split=first, shuffle_files=False)
+  n_local, n_max = int(ds.cardinality()), int(ds0.cardinality())
+  if n_local < 0 or n_max < 0:
+    raise ValueError(f"{name}[{split}]: unknown cardinality; cannot pad for multi-host")
+  b = batch_size_per_process
+  total = -(-n_max // b) * b
+
+  def prepare(ex):
+    image = tf_ops.to_uint8(tf_ops.resize_and_center_crop(
+        ex[image_key], size=image_size, crop_fraction=crop_fraction))
+    return {"image": image, "label": tf.cast(ex[label_key], tf.int32),
+            "mask": tf.constant(True)}
+
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+  pad = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat(total - n_local))
+  ds = ds.batch(b, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  return iter(tfds.as_numpy(ds))
