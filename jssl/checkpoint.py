@@ -25,7 +25,7 @@ import orbax.checkpoint as ocp
 # that resumes it (dotted paths, prefix match).
 RESUMABLE_FIELDS = (
     "log_every_steps", "eval_every_steps", "checkpoint", "eval", "data.data_dir",
-    "prefetch", "export", "benchmark", "mesh", "total_steps", "total_epochs",
+    "prefetch", "export", "mesh", "stop_at_step",
 )
 
 

@@ -4,11 +4,18 @@ XLA reads the flag when the backend starts, so it must be set before anything
 imports jax; pytest imports conftest first.
 """
 import os
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The same small programs (smoke-config step, init, evals) are compiled by many
+# tests and subprocesses; XLA:CPU compiles dominate the suite's time, so share
+# them through JAX's persistent compilation cache.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "jssl-test-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # TF (input pipelines) must not grab an accelerator or all host threads in tests.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
@@ -30,3 +37,17 @@ def x64():
   jax.config.update("jax_enable_x64", True)
   yield
   jax.config.update("jax_enable_x64", prev)
+
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+def load_config(spec: str):
+  """`'configs/simclr.py:smoke'` -> the ConfigDict, as `--config=` would give."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  path, _, arg = spec.partition(":")
+  mod_spec = importlib.util.spec_from_file_location(
+      "cfg_" + os.path.basename(path)[:-3], os.path.join(REPO, path))
+  mod = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(mod)
+  return mod.get_config(arg or None)

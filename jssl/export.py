@@ -1,0 +1,186 @@
+"""Encoder export and `load_encoder`: a trained backbone in one line.
+
+An export directory holds two files:
+  export.json   format version, the encoder's model config, the preprocessing
+                (resize/centre-crop size, mean, std), feature names and dims,
+                and provenance (method, step, config of the run)
+  params.npz    the encoder's variables only (no heads, no optimiser state),
+                flattened to '/'-joined paths; plain arrays, read with
+                `allow_pickle=False` so no code runs on load
+
+Why .npz and not Orbax here: an export is a deliverable, read by probes, other
+frameworks and people; one self-describing numpy archive is readable anywhere
+(numpy, PyTorch conversions) without JAX or Orbax. Training checkpoints, which
+must be sharded and async, stay in Orbax (`jssl.checkpoint`).
+
+Usage:
+  encoder = jssl.load_encoder("workdir/export")
+  feats = encoder(images_uint8)          # [B, H, W, C] uint8 -> [B, D] numpy
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import flax.traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FORMAT = "jssl-encoder/1"
+
+
+def export_encoder(path: str, *, variables: Any, model_config: dict,
+                   preprocess: dict, provenance: dict | None = None) -> str:
+  """Writes an export directory (see module docstring). Process 0 only.
+
+  Refuses to overwrite an existing export of a different model config.
+  """
+  if jax.process_index() != 0:
+    return path
+  variables = jax.device_get(variables)
+  flat = flax.traverse_util.flatten_dict(variables, sep="/")
+  meta = {
+      "format": FORMAT,
+      "model": model_config,
+      "preprocess": preprocess,
+      "provenance": provenance or {},
+      "variables": {k: list(np.shape(v)) for k, v in flat.items()},
+  }
+  os.makedirs(path, exist_ok=True)
+  old = os.path.join(path, "export.json")
+  if os.path.exists(old):
+    with open(old) as f:
+      prev = json.load(f)
+    if prev.get("model") != model_config:
+      raise ValueError(
+          f"{path} already holds an export of a different model "
+          f"({prev.get('model')}); refusing to overwrite it")
+  tmp_npz = os.path.join(path, "params.tmp.npz")
+  np.savez(tmp_npz, **{k: np.asarray(v) for k, v in flat.items()})
+  os.replace(tmp_npz, os.path.join(path, "params.npz"))
+  tmp = old + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(meta, f, indent=2, sort_keys=True)
+  os.replace(tmp, old)
+  return path
+
+
+class Encoder:
+  """A loaded encoder: raw uint8 images in, features out, on CPU.
+
+  Attributes:
+    model_config: dict the encoder was built from.
+    preprocess_config: the exported preprocessing (`size`, `mean`, `std`,
+      `crop_fraction`).
+    dim: feature width D of `'pre_logits'`.
+  """
+
+  def __init__(self, module, variables, model_config: dict, preprocess: dict,
+               provenance: dict, device: jax.Device):
+    from jssl.data import views  # pylint: disable=import-outside-toplevel
+    self.module = module
+    self.model_config = model_config
+    self.preprocess_config = preprocess
+    self.provenance = provenance
+    self.device = device
+    self.variables = jax.device_put(variables, device)
+    pp = dict(preprocess)
+
+    def features(variables, images):
+      x = views.eval_preprocess(images, size=pp["size"], mean=pp["mean"],
+                                std=pp["std"],
+                                crop_fraction=pp.get("crop_fraction", 1.0))
+      return module.apply(variables, x, train=False)
+
+    self._features = jax.jit(features)
+    self.channels = int(preprocess.get("channels", 3))
+    spec = jax.eval_shape(self._features, self.variables, jax.ShapeDtypeStruct(
+        (1, pp["size"], pp["size"], self.channels), jnp.uint8))
+    self.dim = int(spec["pre_logits"].shape[-1])
+
+  def features(self, images, *, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """All named features (`pre_logits`, `feature_map`, ...) as numpy."""
+    images = self._check(images)
+    outs = []
+    for i in range(0, len(images), batch_size):
+      chunk = jax.device_put(images[i:i + batch_size], self.device)
+      outs.append(jax.device_get(self._features(self.variables, chunk)))
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+  def __call__(self, images, *, batch_size: int = 256) -> np.ndarray:
+    """`[B, H, W, C]` uint8 -> `[B, D]` float32 `pre_logits` features."""
+    images = self._check(images)
+    out = []
+    for i in range(0, len(images), batch_size):
+      chunk = jax.device_put(images[i:i + batch_size], self.device)
+      out.append(np.asarray(self._features(self.variables, chunk)["pre_logits"]))
+    return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+  def _check(self, images) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 4:
+      raise ValueError(
+          f"expected images of rank 4 [B, H, W, C], got shape {images.shape}")
+    if images.dtype != np.uint8:
+      raise ValueError(
+          f"expected raw uint8 images (0..255), got dtype {images.dtype}; the "
+          "encoder applies its own preprocessing (see .preprocess_config)")
+    if images.shape[-1] != self.channels:
+      raise ValueError(
+          f"expected {self.channels} channels, got images of shape {images.shape}")
+    return images
+
+
+def load_encoder(path: str, *, device: jax.Device | None = None) -> Encoder:
+  """Loads an export directory written by `export_encoder` (on CPU by default).
+
+  Raises:
+    FileNotFoundError: `path` is not an export directory.
+    ValueError: the files are corrupt or do not match the model they describe.
+  """
+  from jssl import models  # pylint: disable=import-outside-toplevel
+  meta_path = os.path.join(path, "export.json")
+  npz_path = os.path.join(path, "params.npz")
+  for p in (meta_path, npz_path):
+    if not os.path.exists(p):
+      raise FileNotFoundError(
+          f"{path} is not a jssl export: {os.path.basename(p)} is missing "
+          "(exports are written to <workdir>/export at the end of training)")
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"corrupt export metadata {meta_path}: {e}") from e
+  if meta.get("format") != FORMAT:
+    raise ValueError(
+        f"{meta_path}: unknown export format {meta.get('format')!r}, "
+        f"expected {FORMAT!r}")
+  try:
+    with np.load(npz_path, allow_pickle=False) as z:
+      flat = {k: z[k] for k in z.files}
+  except Exception as e:  # zipfile / numpy raise several types
+    raise ValueError(f"corrupt export parameters {npz_path}: {e}") from e
+
+  device = device or jax.devices("cpu")[0]
+  module = models.make_encoder(meta["model"])
+  pp = meta["preprocess"]
+  channels = int(pp.get("channels", 3))
+  expected = jax.eval_shape(
+      lambda: module.init(jax.random.key(0),
+                          jnp.zeros((1, pp["size"], pp["size"], channels)),
+                          train=False))
+  exp_flat = flax.traverse_util.flatten_dict(expected, sep="/")
+  missing = sorted(set(exp_flat) - set(flat))
+  extra = sorted(set(flat) - set(exp_flat))
+  bad = [f"{k}: saved {flat[k].shape}, model {exp_flat[k].shape}"
+         for k in exp_flat if k in flat and flat[k].shape != exp_flat[k].shape]
+  if missing or extra or bad:
+    raise ValueError(
+        f"{npz_path} does not match model {meta['model']}: missing "
+        f"{missing[:5]}, unexpected {extra[:5]}, shape mismatches {bad[:5]}")
+  variables = flax.traverse_util.unflatten_dict(
+      {k: np.asarray(v, exp_flat[k].dtype) for k, v in flat.items()}, sep="/")
+  return Encoder(module, variables, meta["model"], pp,
+                 meta.get("provenance", {}), device)

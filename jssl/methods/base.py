@@ -1,0 +1,45 @@
+"""The contract every SSL method implements.
+
+A method is a factory of pure functions (optax's `GradientTransformation`
+shape; BYOL's experiment state): nothing in it holds arrays, so the step can
+jit it, shard it and Orbax can save what it returns.
+
+Shapes: views are a tuple of V arrays `[B, H, W, C]` (float, normalised); the
+resolution may differ between views (multi-crop).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+
+
+class Method(NamedTuple):
+  """Pure functions of one SSL method.
+
+  init(key, views) -> (params, method_state)
+      `method_state` holds the non-trained state (batch-norm statistics under
+      `'batch_stats'`, EMA teachers, queues, centers).
+  loss(params, method_state, views, batch, key, step)
+      -> (loss, (new_method_state, metrics))
+      Differentiated w.r.t. `params` only. `batch` is the raw global batch
+      (labels for supervised variants and online probes).
+  update_state(params, method_state, step) -> method_state
+      Runs after the optimiser update (EMA teachers, prototype
+      normalisation); identity for SimCLR.
+  encoder: the backbone module (`apply(vars, x, train=False)` returns a dict
+      of named features, `'pre_logits'` `[B, D]` among them).
+  encoder_variables(params, method_state) -> {'params', 'batch_stats'}
+      The variables of the encoder used for evaluation and export (the EMA
+      teacher for methods that evaluate it).
+  """
+  init: Callable[..., Any]
+  loss: Callable[..., Any]
+  update_state: Callable[..., Any]
+  encoder: nn.Module
+  encoder_variables: Callable[..., Any]
+
+  def encode(self, params, method_state, images):
+    """Eval-mode features of preprocessed images `[B, H, W, C]`."""
+    return self.encoder.apply(self.encoder_variables(params, method_state),
+                              images, train=False)

@@ -1,0 +1,98 @@
+"""End to end on the smoke config: train -> checkpoint -> resume -> probe ->
+export -> load, resume equivalence, and the bad-input paths of a run."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import jssl
+from conftest import load_config
+from jssl import train
+from jssl.data import digits
+
+
+def _smoke(**overrides):
+  c = load_config("configs/simclr.py:smoke")
+  for k, v in overrides.items():
+    node = c
+    *path, leaf = k.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+@pytest.mark.slow
+def test_smoke_run_end_to_end(tmp_path):
+  wd = str(tmp_path / "run")
+  res = train.run(_smoke(), wd)
+  for k in ("linear_top1", "knn_top1"):
+    for which in ("pretrained", "random_init"):
+      assert 0.0 <= res[which][k] <= 1.0
+  with open(os.path.join(wd, "results.json")) as f:
+    assert json.load(f)["pretrained"]["linear_top1"] == res["pretrained"]["linear_top1"]
+  rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
+  assert [r["step"] for r in rows if "loss" in r] == [2, 4, 6]
+  assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
+  assert sorted(os.listdir(os.path.join(wd, "checkpoints")))[-1] == "6"
+
+  # The export loads in one line and maps raw uint8 images to [B, D] on CPU.
+  enc = jssl.load_encoder(os.path.join(wd, "export"))
+  imgs = digits.load_arrays("digits", size=16).test_images[:5]
+  f = enc(imgs)
+  assert f.shape == (5, enc.dim) and f.dtype == np.float32
+  assert np.all(np.isfinite(f))
+  np.testing.assert_allclose(enc(imgs[:2]), f[:2], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="uint8"):
+    enc(imgs.astype(np.float32))
+  with pytest.raises(ValueError, match="rank 4"):
+    enc(imgs[0])
+
+  # Re-running the finished job resumes at the last step: no training repeated.
+  res2 = train.run(_smoke(), wd)
+  assert res2["pretrained"]["linear_top1"] == pytest.approx(
+      res["pretrained"]["linear_top1"])
+
+
+def _export_params(wd):
+  with np.load(os.path.join(wd, "export", "params.npz"), allow_pickle=False) as z:
+    return {k: z[k] for k in z.files}
+
+
+@pytest.mark.slow
+def test_resume_gives_identical_parameters(tmp_path):
+  full, split = str(tmp_path / "full"), str(tmp_path / "split")
+  train.run(_smoke(**{"eval.at_end": False}), full)
+  out = train.run(_smoke(**{"eval.at_end": False, "stop_at_step": 3}), split)
+  assert out == {"stopped_at": 3}
+  assert sorted(os.listdir(os.path.join(split, "checkpoints"))) == ["3"]
+  train.run(_smoke(**{"eval.at_end": False}), split)  # same command again
+  a, b = _export_params(full), _export_params(split)
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+  wd = str(tmp_path)
+  train.run(_smoke(**{"eval.at_end": False, "stop_at_step": 3,
+                      "export.enabled": False}), wd)
+  before = open(os.path.join(wd, "config.json")).read()
+  with pytest.raises(ValueError, match=r"loss.temperature: 0.2 -> 0.5"):
+    train.run(_smoke(**{"loss.temperature": 0.5}), wd)
+  assert open(os.path.join(wd, "config.json")).read() == before
+  assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["3"]
+
+
+def test_batch_not_divisible_by_devices(tmp_path):
+  with pytest.raises(ValueError, match="batch size 36 is not divisible by the 8"):
+    train.run(_smoke(batch_size=36), str(tmp_path))
+
+
+def test_unknown_source_and_method_are_named(tmp_path):
+  with pytest.raises(ValueError, match="config.data.source='csv'"):
+    train.run(_smoke(**{"data.source": "csv"}), str(tmp_path / "a"))
+  with pytest.raises(ValueError, match="unknown method 'simclrr'; available: .*simclr"):
+    train.run(_smoke(method="simclrr"), str(tmp_path / "b"))
