@@ -1,0 +1,45 @@
+"""jssl.losses: every major SSL objective as a pure, jit-able, sharding-invariant function.
+
+Conventions (see README.md in this folder for the one-line-per-loss table):
+arrays are positional, hyperparameters keyword-only with the paper defaults; learnable
+scalars (CLIP logit scale, SigLIP temperature/bias) are positional so `jax.grad` can
+take them. Under `jax.jit` on global batch-sharded arrays the loss sees the global batch;
+inside `jax.shard_map` pass `axis_name`. Stop-gradients sit where the papers put them
+(targets, keys, queues, codes, teacher, center). Bad shapes raise ValueError.
+
+Public API (stable names):
+  Contrastive:   ntxent, ntxent_chunked, info_nce, supcon, dcl, dclw
+  MoCo:          moco, mocov3, enqueue, QueueState
+  Cosine:        byol, byol_regression, simsiam, negative_cosine
+  Redundancy:    barlow_twins, vicreg, VICRegTerms
+  Clustering:    sinkhorn, swav
+  Distillation:  dino
+  Image-text:    clip, siglip, siglip_chunked
+  Masked:        mae, patchify
+  Metrics:       alignment, uniformity, hypersphere, rankme, effective_rank, feature_std
+  Wrappers:      matryoshka
+"""
+from jssl.losses.chunked import ntxent_chunked, siglip_chunked
+from jssl.losses.contrastive import dcl, dclw, info_nce, ntxent, supcon
+from jssl.losses.cosine import byol, byol_regression, negative_cosine, simsiam
+from jssl.losses.dino import dino
+from jssl.losses.image_text import clip, siglip
+from jssl.losses.mae import mae, patchify
+from jssl.losses.matryoshka import matryoshka
+from jssl.losses.metrics import (alignment, effective_rank, feature_std, hypersphere, rankme,
+                                 uniformity)
+from jssl.losses.moco import QueueState, enqueue, moco, mocov3
+from jssl.losses.redundancy import VICRegTerms, barlow_twins, vicreg
+from jssl.losses.swav import sinkhorn, swav
+
+__all__ = [
+    "ntxent", "ntxent_chunked", "info_nce", "supcon", "dcl", "dclw",
+    "moco", "mocov3", "enqueue", "QueueState",
+    "byol", "byol_regression", "simsiam", "negative_cosine",
+    "barlow_twins", "vicreg", "VICRegTerms",
+    "sinkhorn", "swav", "dino",
+    "clip", "siglip", "siglip_chunked",
+    "mae", "patchify",
+    "alignment", "uniformity", "hypersphere", "rankme", "effective_rank", "feature_std",
+    "matryoshka",
+]
