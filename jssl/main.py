@@ -73,6 +73,10 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError("--config is required, e.g. "
                          "--config=configs/simclr.py:quickstart")
+  if not flags.FLAGS["verbosity"].present:
+    # Progress goes to stdout (metrics_log); library INFO logs (Orbax, TFDS)
+    # would drown it. `-v 0` brings them back.
+    logging.set_verbosity(logging.WARNING)
   # TF is used only for input pipelines: it must not take GPU/TPU memory.
   try:
     import tensorflow as tf  # pylint: disable=import-outside-toplevel

@@ -51,3 +51,25 @@ def load_config(spec: str):
   mod = importlib.util.module_from_spec(mod_spec)
   mod_spec.loader.exec_module(mod)
   return mod.get_config(arg or None)
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(shared_dir):
+  """A TFDS data dir with the real CIFAR-10 prepared from ../shared (skip if absent).
+
+  Prepared once per machine under the temp dir, under a file lock, so parallel
+  test workers share one preparation (~40 s).
+  """
+  import fcntl  # pylint: disable=import-outside-toplevel
+  archive = os.path.join(shared_dir, "data", "cifar10",
+                         "cifar-10-binary-reconstructed.tar.gz")
+  if not os.path.isfile(archive):
+    pytest.skip(f"{archive} not present")
+  pytest.importorskip("tensorflow_datasets")
+  from jssl.data import offline  # pylint: disable=import-outside-toplevel
+  data_dir = os.path.join(tempfile.gettempdir(), "jssl-test-tfds")
+  os.makedirs(data_dir, exist_ok=True)
+  with open(os.path.join(data_dir, ".lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    offline.main(["--dataset=cifar10", f"--archive={archive}", f"--data_dir={data_dir}"])
+  return data_dir

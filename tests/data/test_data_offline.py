@@ -4,20 +4,6 @@ import os
 import numpy as np
 import pytest
 
-ARCHIVE = os.path.join("data", "cifar10", "cifar-10-binary-reconstructed.tar.gz")
-
-
-@pytest.fixture(scope="session")
-def cifar_dir(shared_dir, tmp_path_factory):
-  archive = os.path.join(shared_dir, ARCHIVE)
-  if not os.path.isfile(archive):
-    pytest.skip(f"{archive} not present")
-  pytest.importorskip("tensorflow_datasets")
-  from jssl.data import offline
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
-  offline.main(["--dataset=cifar10", f"--archive={archive}", f"--data_dir={data_dir}"])
-  return data_dir
-
 
 @pytest.mark.slow
 @pytest.mark.data

@@ -1,0 +1,139 @@
+r"""Train-step and input-pipeline throughput of a config, on the devices present.
+
+  python -m jssl.benchmark --config=configs/simclr.py:cifar10 \
+      --config.batch_size=128 [--steps=15] [--pipeline_batches=30]
+
+Prints: compile time, the median step time over `--steps` steps after 2
+warm-up steps (images/s and views/s), peak memory (device allocator on
+GPU/TPU, process max RSS on CPU), and the host input pipeline's images/s (when
+its dataset is available). The train step is fed a synthetic global batch of
+the config's shapes so it measures compute only. A benchmark, not a test:
+these machines are shared, so read figures as +-10%.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:preset].",
+                                          lock_config=True)
+_STEPS = flags.DEFINE_integer("steps", 15, "Timed steps (median reported).")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+_PIPELINE = flags.DEFINE_integer("pipeline_batches", 30,
+                                 "Host batches timed for the input pipeline "
+                                 "(0 to skip).")
+_JSON = flags.DEFINE_string("json", None, "Also write the figures here.")
+
+
+def _peak_memory_bytes() -> tuple[int, str]:
+  dev = jax.local_devices()[0]
+  stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+  if stats and "peak_bytes_in_use" in stats:
+    return int(stats["peak_bytes_in_use"]), f"{dev.platform} allocator peak"
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, \
+      "process max RSS"
+
+
+def benchmark_step(config) -> dict:
+  from jssl import methods, schedules, sharding as shd, step as step_lib  # pylint: disable=import-outside-toplevel
+  from jssl.data import views as views_lib  # pylint: disable=import-outside-toplevel
+  from jssl import train  # pylint: disable=import-outside-toplevel
+
+  mesh = shd.make_mesh(config.mesh)
+  shd.check_global_batch(config.batch_size, mesh)
+  size, v = config.views.image_size, config.views.num_views
+  b = config.batch_size
+  if config.data.source == "tfds":
+    spec = {"views": ((b, v, size, size, 3), np.uint8)}
+  else:
+    arrays_shape = (b, size, size, 3)
+    spec = {"image": (arrays_shape, np.uint8)}
+  spec["label"] = ((b,), np.int32)
+  rng = np.random.default_rng(0)
+  host = {k: (rng.integers(0, 255, s, dtype=np.uint8) if d == np.uint8 else
+              rng.integers(0, 10, s).astype(d)) for k, (s, d) in spec.items()}
+  batch = shd.to_global(host, mesh)
+  batch_spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                            batch)
+  method = methods.make(config)
+  steps = 1000
+  tx, schedule = schedules.make_optimizer(config.optimizer, global_batch=b,
+                                          total_steps=steps, steps_per_epoch=100)
+  view_fn = views_lib.make_view_fn(config.views, v)
+  init_fn, state_sh = step_lib.make_init(method, tx, view_fn, mesh, batch_spec,
+                                         seed=0)
+  train_step = step_lib.make_train_step(method, tx, view_fn, schedule, mesh,
+                                        state_sh)
+  state = init_fn()
+  jax.block_until_ready(state)
+  t0 = time.perf_counter()
+  compiled = train_step.lower(state, batch).compile()
+  t_compile = time.perf_counter() - t0
+  for _ in range(_WARMUP.value):
+    state, m = compiled(state, batch)
+  jax.block_until_ready(m)
+  times = []
+  cpu0 = time.process_time()
+  for _ in range(_STEPS.value):
+    t0 = time.perf_counter()
+    state, m = compiled(state, batch)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+  cpu_per_step = (time.process_time() - cpu0) / _STEPS.value
+  med = statistics.median(times)
+  peak, how = _peak_memory_bytes()
+  del train
+  return {"devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+          "global_batch": b, "views": v, "image_size": size,
+          "model": config.model.name, "compile_s": round(t_compile, 2),
+          "step_s_median": round(med, 4),
+          "step_s_min": round(min(times), 4), "step_s_max": round(max(times), 4),
+          # Host CPU seconds per step (all threads): on a shared CPU machine
+          # this is steadier than wall time.
+          "cpu_s_per_step": round(cpu_per_step, 3),
+          "images_per_s": round(b / med, 1), "views_per_s": round(b * v / med, 1),
+          "peak_memory_mb": round(peak / 2**20, 1), "peak_memory_kind": how}
+
+
+def benchmark_pipeline(config, n_batches: int) -> dict:
+  from jssl import sharding as shd, train  # pylint: disable=import-outside-toplevel
+  mesh = shd.make_mesh(config.mesh)
+  try:
+    data = train.build_datasets(config, mesh)
+  except Exception as e:  # pylint: disable=broad-except
+    return {"pipeline": f"skipped: {type(e).__name__}: {str(e)[:200]}"}
+  it = data.train_batches(0)
+  next(it)  # start-up (file opening, shuffle buffer fill) not timed
+  t0 = time.perf_counter()
+  for _ in range(n_batches):
+    next(it)
+  dt = time.perf_counter() - t0
+  per_process = config.batch_size // jax.process_count()
+  return {"pipeline_images_per_s_per_host": round(per_process * n_batches / dt, 1),
+          "pipeline_batches": n_batches}
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  out = benchmark_step(config)
+  if _PIPELINE.value:
+    out.update(benchmark_pipeline(config, _PIPELINE.value))
+  width = max(len(k) for k in out)
+  for k, v in out.items():
+    print(f"{k:<{width}}  {v}")
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
