@@ -1,0 +1,87 @@
+"""Encoders and heads, built from config.
+
+  make_encoder(cfg)   -> ResNet; apply(v, x [B, H, W, C], train=...) -> dict with
+                         'pre_logits' [B, D], 'feature_map', 'stage1'..'stageN'
+  feature_dim(cfg)    -> D
+  make_projector(cfg) -> MLPHead; apply(v, h [B, D], train=...) -> [B, P]
+  make_predictor(cfg) -> MLPHead (BYOL / SimSiam q)
+
+`cfg` is an `ml_collections.ConfigDict` or a plain dict. Unknown keys raise
+`ValueError`, so a typo in `--config.model.x=` fails loudly.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+
+from jssl.models import heads, resnet
+from jssl.models.conv import Conv, conv2d
+from jssl.models.heads import MLPHead
+from jssl.models.resnet import VARIANTS, ResNet
+
+__all__ = ["Conv", "conv2d", "MLPHead", "ResNet", "VARIANTS", "make_encoder", "feature_dim",
+           "make_projector", "make_predictor"]
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+_ENCODER_KEYS = ("name", "stem", "dtype", "width_multiplier", "conv_impl", "zero_init_residual")
+_HEAD_KEYS = ("hidden_dims", "out_dim", "use_bn", "last_bn", "last_bn_scale", "last_bn_center",
+              "dtype")
+
+
+def _as_dict(cfg: Any, allowed: tuple[str, ...], what: str) -> dict[str, Any]:
+  d = dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
+  unknown = sorted(set(d) - set(allowed))
+  if unknown:
+    raise ValueError(f"unknown {what} config keys {unknown}; allowed: {list(allowed)}")
+  return d
+
+
+def _dtype(name: Any) -> Any:
+  if name is None:
+    return jnp.float32
+  if isinstance(name, str):
+    if name not in _DTYPES:
+      raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {name!r}")
+    return _DTYPES[name]
+  return name
+
+
+def make_encoder(cfg: Mapping[str, Any]) -> ResNet:
+  """Builds an encoder.
+
+  Args:
+    cfg: `name` in VARIANTS ('resnet18', 'resnet34', 'resnet50', 'resnet_small',
+      'resnet_tiny'); optional `stem` ('cifar' default | 'imagenet'), `dtype`
+      ('float32' default | 'bfloat16'), `width_multiplier` (1.0), `conv_impl`
+      ('auto' | 'xla' | 'matmul'), `zero_init_residual` (True).
+
+  Returns:
+    An unbound Flax module.
+  """
+  d = _as_dict(cfg, _ENCODER_KEYS, "encoder")
+  if "name" not in d:
+    raise ValueError(f"encoder config needs a 'name', one of {list(VARIANTS)}")
+  return resnet.resnet(d["name"], stem=d.get("stem", "cifar"),
+                       width_multiplier=float(d.get("width_multiplier", 1.0)),
+                       dtype=_dtype(d.get("dtype")), conv_impl=d.get("conv_impl", "auto"),
+                       zero_init_residual=bool(d.get("zero_init_residual", True)))
+
+
+def feature_dim(cfg: Mapping[str, Any]) -> int:
+  """D, the width of 'pre_logits' for an encoder config (no tracing)."""
+  return make_encoder(cfg).feature_dim
+
+
+def make_projector(cfg: Mapping[str, Any]) -> MLPHead:
+  """Builds a projector from `hidden_dims`, `out_dim`, `use_bn`, `last_bn`, ... (see heads)."""
+  d = _as_dict(cfg, _HEAD_KEYS, "projector")
+  d["dtype"] = _dtype(d.get("dtype"))
+  return heads.projector(**d)
+
+
+def make_predictor(cfg: Mapping[str, Any]) -> MLPHead:
+  """Builds a BYOL / SimSiam predictor from `hidden_dims`, `out_dim`, `use_bn`, `dtype`."""
+  d = _as_dict(cfg, ("hidden_dims", "out_dim", "use_bn", "dtype"), "predictor")
+  d["dtype"] = _dtype(d.get("dtype"))
+  return heads.predictor(**d)

@@ -1,0 +1,80 @@
+"""MLP heads on top of an encoder: projectors and predictors.
+
+One building block, Linear -> BatchNorm -> ReLU, stacked, then a final Linear with an
+optional BatchNorm:
+  SimCLR projector (Chen et al. 2020, sec. 2.1 "g(.)"; v2, Chen et al. 2020b,
+    3 layers): Linear-BN-ReLU ... Linear, and in the official TF code
+    (google-research/simclr `tf2/model.py` ProjectionHead) BN without a shift on the
+    output -> `last_bn=True, last_bn_center=False`.
+  BYOL projector / predictor (Grill et al. 2020, sec. 3.3): Linear(4096)-BN-ReLU-
+    Linear(256), no output BN.
+  SimSiam (Chen & He 2021, sec. 4): projector of 3 layers ending in BN without
+    affine (`last_bn_scale=False, last_bn_center=False`); predictor
+    Linear(512)-BN-ReLU-Linear(2048).
+A Linear followed by BN carries no bias (BN's shift makes it redundant).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+BN_MOMENTUM = 0.9
+BN_EPS = 1e-5
+
+
+class MLPHead(nn.Module):
+  """Stack of Linear[-BN]-ReLU blocks and a final Linear[-BN].
+
+  Attributes:
+    hidden_dims: widths of the hidden blocks; () gives a single Linear.
+    out_dim: P, output width.
+    use_bn: BatchNorm after every hidden Linear.
+    last_bn: BatchNorm after the output Linear.
+    last_bn_scale / last_bn_center: learnable scale / shift of that output BN.
+    dtype: compute dtype; params are float32.
+
+  Call: `__call__(x [B, D], *, train) -> [B, P]`; with BN and `train=True` pass
+  `mutable=['batch_stats']` to `apply`.
+  """
+  hidden_dims: Sequence[int] = (2048,)
+  out_dim: int = 128
+  use_bn: bool = True
+  last_bn: bool = False
+  last_bn_scale: bool = True
+  last_bn_center: bool = False
+  dtype: Any = jnp.float32
+
+  def _bn(self, train, name, use_scale=True, use_bias=True):
+    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
+                        use_scale=use_scale, use_bias=use_bias, dtype=self.dtype, name=name)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    if x.ndim != 2:
+      raise ValueError(f"MLPHead expects x [B, D], got shape {x.shape}")
+    for i, width in enumerate(self.hidden_dims):
+      x = nn.Dense(width, use_bias=not self.use_bn, dtype=self.dtype, name=f"linear{i + 1}")(x)
+      if self.use_bn:
+        x = self._bn(train, f"bn{i + 1}")(x)
+      x = nn.relu(x)
+    x = nn.Dense(self.out_dim, use_bias=not self.last_bn, dtype=self.dtype, name="out")(x)
+    if self.last_bn:
+      x = self._bn(train, "out_bn", self.last_bn_scale, self.last_bn_center)(x)
+    return x
+
+
+def projector(hidden_dims: Sequence[int] = (2048,), out_dim: int = 128, *, use_bn: bool = True,
+              last_bn: bool = False, last_bn_scale: bool = True, last_bn_center: bool = False,
+              dtype: Any = jnp.float32) -> MLPHead:
+  """SimCLR-style projector g(.); defaults = SimCLR v1 CIFAR head (solo-learn)."""
+  return MLPHead(tuple(hidden_dims), out_dim, use_bn, last_bn, last_bn_scale, last_bn_center,
+                 dtype)
+
+
+def predictor(hidden_dims: Sequence[int] = (4096,), out_dim: int = 256, *, use_bn: bool = True,
+              dtype: Any = jnp.float32) -> MLPHead:
+  """BYOL / SimSiam predictor q(.): Linear-BN-ReLU-Linear, no output BN."""
+  return MLPHead(tuple(hidden_dims), out_dim, use_bn, last_bn=False, dtype=dtype)
