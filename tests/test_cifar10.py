@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import load_config
+from jssl_testing import load_config
 from jssl import train
 
 

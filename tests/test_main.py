@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
+from jssl_testing import REPO
 
 
 def _main(*args, tmp_path):

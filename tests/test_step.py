@@ -2,7 +2,7 @@
 import jax
 import numpy as np
 
-from conftest import load_config
+from jssl_testing import load_config
 from jssl import methods, schedules, sharding as shd, step as step_lib
 from jssl.data import digits, sources
 from jssl.data import views as views_lib

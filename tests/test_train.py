@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jssl
-from conftest import load_config
+from jssl_testing import load_config
 from jssl import train
 from jssl.data import digits
 

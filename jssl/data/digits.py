@@ -22,15 +22,33 @@ class ArrayDataset(NamedTuple):
   num_classes: int
 
 
+def _linear_weights(n_in: int, n_out: int) -> np.ndarray:
+  """[n_out, n_in] weights of a triangle-kernel resize with half-pixel centres.
+
+  The kernel is widened by the scale when shrinking (antialiasing) and each
+  row is normalised over the taps inside the image, which is what
+  `jax.image.resize(..., "linear", antialias=True)` computes.
+  """
+  scale = n_out / n_in
+  support = max(1.0, 1.0 / scale)
+  centres = (np.arange(n_out) + 0.5) / scale - 0.5          # in input pixels
+  dist = np.abs(centres[:, None] - np.arange(n_in)[None, :]) / support
+  w = np.maximum(0.0, 1.0 - dist)
+  return w / w.sum(axis=1, keepdims=True)
+
+
 def _resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
-  """float [N, h, w] -> float [N, size, size], bilinear (half-pixel centres)."""
-  import jax  # pylint: disable=g-import-not-at-top  (only to resize, on host)
+  """float [N, h, w] -> float [N, size, size], bilinear (half-pixel centres).
+
+  NumPy, not jax: configs load the digits statistics while flags are parsed,
+  before `jax.distributed.initialize` may run, so this must not start a JAX
+  backend.
+  """
   n, h, w = images.shape
   if (h, w) == (size, size):
     return images
-  out = jax.image.resize(images.astype(np.float32), (n, size, size), "linear",
-                         antialias=True)
-  return np.asarray(out)
+  wy, wx = _linear_weights(h, size), _linear_weights(w, size)
+  return np.einsum("yh,nhw,xw->nyx", wy, images.astype(np.float64), wx).astype(np.float32)
 
 
 def load_digits(size: int = 16, *, test_size: int = 450,

@@ -62,13 +62,13 @@ class ArraySource:
     return np.random.default_rng([seed, epoch]).permutation(self.num_examples)
 
   def batch_indices(self, batch_size_per_process: int, *, seed: int, step: int) -> np.ndarray:
-    """Example indices (sorted) of this process's rows of global batch `step`."""
+    """Example indices of this process's rows of global batch `step`, in order."""
     spe = self.steps_per_epoch(batch_size_per_process)
     epoch, i = divmod(step, spe)
     g = batch_size_per_process * self.process_count
     rows = self._permutation(seed, epoch)[i * g:(i + 1) * g]
     p = self.process_index
-    return np.sort(rows[p * batch_size_per_process:(p + 1) * batch_size_per_process])
+    return rows[p * batch_size_per_process:(p + 1) * batch_size_per_process]
 
   def train_batches(self, batch_size_per_process: int, *, seed: int,
                     start_step: int = 0) -> Iterator[Batch]:
@@ -82,8 +82,9 @@ class ArraySource:
       epoch, i = divmod(step, spe)
       if epoch != perm_epoch:  # one permutation per epoch, cached
         perm_epoch, perm = epoch, self._permutation(seed, epoch)
-      # Sorted: a monotone gather is faster, and order within a batch is moot.
-      idx = np.sort(perm[i * g:(i + 1) * g][lo:lo + batch_size_per_process])
+      # Not sorted: row r of the global batch gets the r-th augmentation key,
+      # so the global order must not depend on the number of processes.
+      idx = perm[i * g:(i + 1) * g][lo:lo + batch_size_per_process]
       yield {"image": self.images[idx], "label": self.labels[idx]}
       step += 1
 

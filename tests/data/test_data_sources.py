@@ -104,3 +104,14 @@ next(src.train_batches(4, seed=0))
 assert not [m for m in sys.modules if m.startswith('tensorflow')]
 """
   subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_digits_resize_matches_jax_image_resize_without_starting_jax():
+  import jax
+  from jssl.data import digits
+  x = np.random.default_rng(0).uniform(0, 255, (3, 8, 8)).astype(np.float32)
+  for size in (5, 16, 24):
+    np.testing.assert_allclose(
+        digits._resize_bilinear(x, size),  # pylint: disable=protected-access
+        np.asarray(jax.image.resize(x, (3, size, size), "linear", antialias=True)),
+        atol=2e-3)

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
+from losses_testing import parity_dir
+
 @pytest.fixture(scope="session")
-def load_fixture(shared_dir):
+def load_fixture():
   """load_fixture("ntxent_c0_n8_d16") -> (arrays dict, hyperparameters); skips if missing."""
 
   def load(name):
-    path = os.path.join(shared_dir, "parity", "fixtures", name + ".npz")
+    path = os.path.join(parity_dir(), name + ".npz")
     if not os.path.exists(path):
       pytest.skip(f"parity fixture {path} not found")
     with np.load(path, allow_pickle=False) as d:
@@ -25,9 +27,9 @@ def load_fixture(shared_dir):
 
 
 @pytest.fixture(scope="session")
-def fixture_names(shared_dir):
+def fixture_names():
   """All shipped fixture names (without .npz) per loss prefix."""
-  folder = os.path.join(shared_dir, "parity", "fixtures")
+  folder = parity_dir()
   if not os.path.isdir(folder):
     return []
   return sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".npz"))

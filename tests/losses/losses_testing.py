@@ -81,6 +81,15 @@ def shared_dir():
   return os.environ.get("JSSL_SHARED_DIR", default)
 
 
+def parity_dir():
+  """`<shared>/parity/fixtures` if present, else the copy vendored in tests/losses/parity."""
+  import os
+  shipped = os.path.join(shared_dir(), "parity", "fixtures")
+  if os.path.isdir(shipped):
+    return shipped
+  return os.path.join(os.path.dirname(os.path.abspath(__file__)), "parity")
+
+
 def fixture_cases(prefix):
   """Names of every shipped fixture `<prefix>_c*.npz` (all cases, not only c0).
 
@@ -89,7 +98,7 @@ def fixture_cases(prefix):
   """
   import glob
   import os
-  pattern = os.path.join(shared_dir(), "parity", "fixtures", prefix + "_c*.npz")
+  pattern = os.path.join(parity_dir(), prefix + "_c*.npz")
   names = sorted(os.path.basename(p)[:-4] for p in glob.glob(pattern))
   return names or [prefix + "_missing"]
 
