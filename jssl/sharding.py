@@ -119,15 +119,25 @@ def prefetch_to_mesh(batches: Iterable[Any], mesh: Mesh,
   sentinel = object()
   stop = threading.Event()
 
+  def put(item) -> bool:
+    # Bounded waits so a consumer that stops early (closed generator) also
+    # ends this thread instead of leaving it blocked on a full queue.
+    while not stop.is_set():
+      try:
+        buf.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
   def producer():
     try:
       for b in batches:
-        if stop.is_set():
+        if not put(to_global(b, mesh)):
           return
-        buf.put(to_global(b, mesh))
-      buf.put(sentinel)
+      put(sentinel)
     except BaseException as e:  # pylint: disable=broad-except
-      buf.put(_Raised(e))
+      put(_Raised(e))
 
   thread = threading.Thread(target=producer, daemon=True)
   thread.start()

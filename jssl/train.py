@@ -232,6 +232,7 @@ def run(config, workdir: str) -> dict:
       log.info(f"eval at step {done}: linear {res['linear_top1']:.4f} "
                f"kNN {res['knn_top1']:.4f}")
       meter.restart()
+  batches.close()  # ends the prefetch thread
   if stop < steps:  # Planned stop (time-limited job): save and leave.
     if ckpt.latest_step() != stop:
       ckpt.save(stop, state, force=True)
