@@ -17,10 +17,7 @@ Sharding choices (and why):
 """
 from __future__ import annotations
 
-import collections
 import math
-import queue
-import threading
 from typing import Any, Iterable, Iterator, Sequence
 
 import jax
@@ -107,50 +104,12 @@ def prefetch_to_mesh(batches: Iterable[Any], mesh: Mesh,
                      size: int = 2) -> Iterator[Any]:
   """Converts host batches to global arrays `size` batches ahead.
 
-  A background thread runs the host iterator and the host->device copy so the
-  next batch is ready when the step asks for it; exceptions in the producer
-  are re-raised in the consumer, not lost.
+  The host iterator and the host->device copy run in a background thread
+  (`jssl.data.sources.prefetch`: producer errors re-raised here, closing the
+  generator ends the thread) so the next batch is ready when the step asks.
   """
+  from jssl.data import sources  # pylint: disable=import-outside-toplevel
+  global_batches = (to_global(b, mesh) for b in batches)
   if size <= 0:
-    for b in batches:
-      yield to_global(b, mesh)
-    return
-  buf: queue.Queue = queue.Queue(maxsize=size)
-  sentinel = object()
-  stop = threading.Event()
-
-  def put(item) -> bool:
-    # Bounded waits so a consumer that stops early (closed generator) also
-    # ends this thread instead of leaving it blocked on a full queue.
-    while not stop.is_set():
-      try:
-        buf.put(item, timeout=0.1)
-        return True
-      except queue.Full:
-        continue
-    return False
-
-  def producer():
-    try:
-      for b in batches:
-        if not put(to_global(b, mesh)):
-          return
-      put(sentinel)
-    except BaseException as e:  # pylint: disable=broad-except
-      put(_Raised(e))
-
-  thread = threading.Thread(target=producer, daemon=True)
-  thread.start()
-  try:
-    while True:
-      item = buf.get()
-      if item is sentinel:
-        return
-      if isinstance(item, _Raised):
-        raise item.error
-      yield item
-  finally:
-    stop.set()
-
-
-_Raised = collections.namedtuple("_Raised", ["error"])
+    return global_batches
+  return sources.prefetch(global_batches, size)
