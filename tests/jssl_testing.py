@@ -2,6 +2,8 @@
 conftest.py files exist under tests/)."""
 import os
 
+import numpy as np
+
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -15,3 +17,9 @@ def load_config(spec: str):
   mod = importlib.util.module_from_spec(mod_spec)
   mod_spec.loader.exec_module(mod)
   return mod.get_config(arg or None)
+
+
+def export_params(workdir: str) -> dict:
+  """The exported encoder variables of a run, by '/'-joined path."""
+  with np.load(os.path.join(workdir, "export", "params.npz"), allow_pickle=False) as z:
+    return {k: z[k] for k in z.files}

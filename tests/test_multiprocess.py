@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from jssl_testing import REPO
+from jssl_testing import REPO, export_params
 
 ARGS = ["--config=configs/simclr.py:smoke", "--config.total_steps=4",
         "--config.checkpoint.every_steps=2"]
@@ -26,10 +26,6 @@ def _env(devices):
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   return env
 
-
-def _params(wd):
-  with np.load(os.path.join(wd, "export", "params.npz"), allow_pickle=False) as z:
-    return {k: z[k] for k in z.files}
 
 
 @pytest.mark.slow
@@ -53,7 +49,7 @@ def test_two_processes_equal_one_process(tmp_path):
   assert "step 4/4" in outs[0][0]
   assert "step 4/4" not in outs[1][0]  # only process 0 prints progress
 
-  a, b = _params(single), _params(multi)
+  a, b = export_params(single), export_params(multi)
   assert a.keys() == b.keys()
   for k in a:
     np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jssl
-from jssl_testing import load_config
+from jssl_testing import export_params, load_config
 from jssl import train
 from jssl.data import digits
 
@@ -56,10 +56,6 @@ def test_smoke_run_end_to_end(tmp_path):
       res["pretrained"]["linear_top1"])
 
 
-def _export_params(wd):
-  with np.load(os.path.join(wd, "export", "params.npz"), allow_pickle=False) as z:
-    return {k: z[k] for k in z.files}
-
 
 @pytest.mark.slow
 def test_resume_gives_identical_parameters(tmp_path):
@@ -69,7 +65,7 @@ def test_resume_gives_identical_parameters(tmp_path):
   assert out == {"stopped_at": 3}
   assert sorted(os.listdir(os.path.join(split, "checkpoints"))) == ["3"]
   train.run(_smoke(**{"eval.at_end": False}), split)  # same command again
-  a, b = _export_params(full), _export_params(split)
+  a, b = export_params(full), export_params(split)
   assert a.keys() == b.keys()
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)

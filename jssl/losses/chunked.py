@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jssl.losses import _common as C
+from jssl.losses.contrastive import two_views
 from jssl.losses.image_text import SIGLIP_BIAS_INIT, SIGLIP_T_PRIME_INIT
 
 
@@ -69,15 +70,9 @@ def ntxent_chunked(z_a, z_b, *, temperature: float = 0.1, chunk_size: int = 1024
     >>> ntxent_chunked(z, z + 1, chunk_size=4).shape
     ()
   """
-  C.check_same("z_a", z_a, "z_b", z_b, 2, "[B, P]")
-  a, b = C.upcast(z_a, z_b)
-  if normalize:
-    a, b = C.l2_normalize(a), C.l2_normalize(b)
-  n = a.shape[0]
-  ga, gb = C.all_gather(a, axis_name), C.all_gather(b, axis_name)
-  n_global = ga.shape[0]
+  a, b, ga, gb, gidx = two_views(z_a, z_b, normalize=normalize, axis_name=axis_name)
+  n, n_global = a.shape[0], ga.shape[0]
   cand = jnp.concatenate([ga, gb], axis=0)                  # [2N, P]: u rows then v rows
-  gidx = C.shard_offset(n, axis_name) + jnp.arange(n)
   anchors = jnp.concatenate([a, b], axis=0)                  # [2n, P]
   self_col = jnp.concatenate([gidx, n_global + gidx])
   pos_col = jnp.concatenate([n_global + gidx, gidx])

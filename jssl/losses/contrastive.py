@@ -23,6 +23,22 @@ def _rows_ce(logits, pos_col):
   return lse - pos
 
 
+def two_views(z_a, z_b, *, normalize: bool, axis_name: Optional[str]):
+  """Shared prologue of the two-view contrastive losses.
+
+  Checks `z_a, z_b: [B, P]`, upcasts, optionally L2-normalises, and returns
+  `(a, b, ga, gb, gidx)`: the local rows, their all-gathered global versions
+  (identity without `axis_name`) and the global row index of each local row.
+  """
+  C.check_same("z_a", z_a, "z_b", z_b, 2, "[B, P]")
+  a, b = C.upcast(z_a, z_b)
+  if normalize:
+    a, b = C.l2_normalize(a), C.l2_normalize(b)
+  ga, gb = C.all_gather(a, axis_name), C.all_gather(b, axis_name)
+  gidx = C.shard_offset(a.shape[0], axis_name) + jnp.arange(a.shape[0])
+  return a, b, ga, gb, gidx
+
+
 def ntxent(z_a, z_b, *, temperature: float = 0.1, axis_name: Optional[str] = None,
            normalize: bool = True, reduction: str = "mean"):
   """SimCLR NT-Xent: 2B anchors, each a (2B-1)-way softmax, mean over the 2B anchors.
@@ -60,14 +76,8 @@ def ntxent(z_a, z_b, *, temperature: float = 0.1, axis_name: Optional[str] = Non
     >>> float(ntxent(z, z, temperature=0.5)) > 0
     True
   """
-  C.check_same("z_a", z_a, "z_b", z_b, 2, "[B, P]")
-  a, b = C.upcast(z_a, z_b)
-  if normalize:
-    a, b = C.l2_normalize(a), C.l2_normalize(b)
-  n = a.shape[0]
-  ga, gb = C.all_gather(a, axis_name), C.all_gather(b, axis_name)
-  n_global = ga.shape[0]
-  gidx = C.shard_offset(n, axis_name) + jnp.arange(n)
+  a, b, ga, gb, gidx = two_views(z_a, z_b, normalize=normalize, axis_name=axis_name)
+  n, n_global = a.shape[0], ga.shape[0]
   # Columns [0, N) are the other view (positive at gidx), [N, 2N) the same view
   # (self at N + gidx, removed).
   logits_a = jnp.concatenate([a @ gb.T, a @ ga.T], axis=1) / temperature
@@ -238,13 +248,8 @@ def _dcl_weights(u, v, sigma, axis_name):
 
 
 def _dcl(z_a, z_b, temperature, sigma, detach_weights, axis_name, name):
-  C.check_same("z_a", z_a, "z_b", z_b, 2, "[B, P]")
-  u, v = C.upcast(z_a, z_b)
-  u, v = C.l2_normalize(u), C.l2_normalize(v)
-  n = u.shape[0]
-  gu, gv = C.all_gather(u, axis_name), C.all_gather(v, axis_name)
-  n_global = gu.shape[0]
-  gidx = C.shard_offset(n, axis_name) + jnp.arange(n)
+  u, v, gu, gv, gidx = two_views(z_a, z_b, normalize=True, axis_name=axis_name)
+  n, n_global = u.shape[0], gu.shape[0]
   if sigma is None:
     w = jnp.ones((n,), u.dtype)
   else:
