@@ -2,6 +2,8 @@
 
   make_encoder(cfg)   -> ResNet; apply(v, x [B, H, W, C], train=...) -> dict with
                          'pre_logits' [B, D], 'feature_map', 'stage1'..'stageN'
+                      -> ViT (name 'vit_*'); apply(v, x, train=..., keep_indices=None)
+                         -> dict with 'pre_logits' [B, D], 'cls' [B, D], 'tokens' [B, N, D]
   feature_dim(cfg)    -> D
   make_projector(cfg) -> MLPHead; apply(v, h [B, D], train=...) -> [B, P]
   make_predictor(cfg) -> MLPHead (BYOL / SimSiam q)
@@ -15,16 +17,19 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
-from jssl.models import heads, resnet
+from jssl.models import heads, resnet, vit
 from jssl.models.conv import Conv, conv2d
 from jssl.models.heads import MLPHead
 from jssl.models.resnet import VARIANTS, ResNet
+from jssl.models.vit import VARIANTS as VIT_VARIANTS, ViT
 
-__all__ = ["Conv", "conv2d", "MLPHead", "ResNet", "VARIANTS", "make_encoder", "feature_dim",
-           "make_projector", "make_predictor"]
+__all__ = ["Conv", "conv2d", "MLPHead", "ResNet", "VARIANTS", "ViT", "VIT_VARIANTS",
+           "make_encoder", "feature_dim", "make_projector", "make_predictor", "is_vit"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _ENCODER_KEYS = ("name", "stem", "dtype", "width_multiplier", "conv_impl", "zero_init_residual")
+_VIT_KEYS = ("name", "patch_size", "dtype", "pos_embed", "pool", "width", "depth", "num_heads",
+             "mlp_ratio")
 _HEAD_KEYS = ("hidden_dims", "out_dim", "use_bn", "last_bn", "last_bn_scale", "last_bn_center",
               "dtype")
 
@@ -47,21 +52,36 @@ def _dtype(name: Any) -> Any:
   return name
 
 
-def make_encoder(cfg: Mapping[str, Any]) -> ResNet:
+def is_vit(cfg: Mapping[str, Any]) -> bool:
+  """True when an encoder config names a ViT ('vit_tiny', 'vit_small', ...)."""
+  name = cfg.get("name") if hasattr(cfg, "get") else None
+  return isinstance(name, str) and name.startswith("vit")
+
+
+def make_encoder(cfg: Mapping[str, Any]) -> ResNet | ViT:
   """Builds an encoder.
 
   Args:
-    cfg: `name` in VARIANTS ('resnet18', 'resnet34', 'resnet50', 'resnet_small',
-      'resnet_tiny'); optional `stem` ('cifar' default | 'imagenet'), `dtype`
-      ('float32' default | 'bfloat16'), `width_multiplier` (1.0), `conv_impl`
-      ('auto' | 'xla' | 'matmul'), `zero_init_residual` (True).
+    cfg: ResNet: `name` in VARIANTS ('resnet18', 'resnet34', 'resnet50',
+      'resnet_small', 'resnet_tiny'); optional `stem` ('cifar' default |
+      'imagenet'), `dtype` ('float32' default | 'bfloat16'), `width_multiplier`
+      (1.0), `conv_impl` ('auto' | 'xla' | 'matmul'), `zero_init_residual` (True).
+      ViT: `name` in VIT_VARIANTS ('vit_tiny', 'vit_small', 'vit_base', test-only
+      'vit_test'); optional `patch_size` (16; 4 for 32 px inputs), `dtype`,
+      `pos_embed` ('sincos' default | 'learned'), `pool` ('cls' default | 'gap'),
+      `width` / `depth` / `num_heads` / `mlp_ratio` (override the variant's).
 
   Returns:
     An unbound Flax module.
   """
+  if is_vit(cfg):
+    d = _as_dict(cfg, _VIT_KEYS, "ViT encoder")
+    name = d.pop("name")
+    d["dtype"] = _dtype(d.get("dtype"))
+    return vit.vit(name, **d)
   d = _as_dict(cfg, _ENCODER_KEYS, "encoder")
   if "name" not in d:
-    raise ValueError(f"encoder config needs a 'name', one of {list(VARIANTS)}")
+    raise ValueError(f"encoder config needs a 'name', one of {list(VARIANTS + VIT_VARIANTS)}")
   return resnet.resnet(d["name"], stem=d.get("stem", "cifar"),
                        width_multiplier=float(d.get("width_multiplier", 1.0)),
                        dtype=_dtype(d.get("dtype")), conv_impl=d.get("conv_impl", "auto"),

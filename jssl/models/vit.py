@@ -1,0 +1,261 @@
+"""Vision Transformer encoders (and the MAE decoder) returning a dict of features.
+
+Architecture: Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words" (ViT;
+Table 1 widths/depths/heads; Ti and S from Touvron et al. 2021, DeiT), with the
+pre-norm block of timm `vision_transformer.py` (`Block`): LayerNorm (eps 1e-6,
+as MAE / MoCo v3 / DINO) -> multi-head self-attention (qkv bias) -> residual;
+LayerNorm -> MLP (4x, exact GELU) -> residual; a final LayerNorm.
+
+Position embeddings: fixed 2-D sin-cos by default (`pos_embed='sincos'`), as in
+MAE (facebookresearch/mae `util/pos_embed.py`, `get_2d_sincos_pos_embed`) and
+MoCo v3 (`vits.py`, `build_2d_sincos_position_embedding`); the cls token's
+position embedding is zero. `pos_embed='learned'` gives timm/DINO's learned
+table (normal, std 0.02), whose size fixes the input resolution.
+
+Patch embedding: a p x p, stride-p convolution, written as `patchify` + Dense:
+the Dense kernel `[p*p*C, D]` reshaped to `[p, p, C, D]` IS the HWIO conv
+kernel (the same row-major (p, p, C) order as `jssl.losses.patchify`), and a
+matmul is the fastest form of a non-overlapping conv on every backend.
+
+Initialisation (MAE `models_mae.py::initialize_weights`, MoCo v3 `vits.py`):
+Dense kernels xavier-uniform (q, k and v each on their own [D, D] matrix, as
+MoCo v3 and big_vision do), biases zero, the patch embedding xavier-uniform on
+its flattened kernel, the cls token normal(0.02).
+
+Deviation from timm: no key bias (see `SelfAttention`; softmax cancels it).
+
+Token masking: `keep_indices` `[B, N_keep]` selects the visible patches after
+the position embeddings are added (MAE's encoder sees the visible patches only;
+the cls token is always kept).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from jssl.losses.mae import patchify
+
+LN_EPS = 1e-6   # MAE / MoCo v3 / DINO: partial(nn.LayerNorm, eps=1e-6)
+XAVIER = nn.initializers.xavier_uniform()
+
+# name: (width D, depth, heads). Ti/S: DeiT (Touvron et al. 2021, Table 1);
+# B: ViT (Dosovitskiy et al. 2021, Table 1). MLP ratio 4 for all.
+_VARIANTS = {
+    "vit_tiny": (192, 12, 3),
+    "vit_small": (384, 12, 6),
+    "vit_base": (768, 12, 12),
+    # Test-only: 2 blocks of width 32.
+    "vit_test": (32, 2, 2),
+}
+VARIANTS = tuple(_VARIANTS)
+
+
+def sincos_2d(width: int, grid_h: int, grid_w: int) -> np.ndarray:
+  """Fixed 2-D sin-cos position embeddings `[grid_h * grid_w, width]` (row-major).
+
+  MAE's `get_2d_sincos_pos_embed`: half the channels encode the row, half the
+  column; each half is [sin(pos * w_k), cos(pos * w_k)] with
+  w_k = 1 / 10000^(k / (width/4)), k = 0 .. width/4 - 1. (MAE feeds the column
+  index to the first half -- `np.meshgrid(grid_w, grid_h)` -- and so do we.)
+  """
+  if width % 4:
+    raise ValueError(f"sin-cos position embeddings need width % 4 == 0, got {width}")
+  quarter = width // 4
+  omega = 1.0 / 10000 ** (np.arange(quarter, dtype=np.float64) / quarter)
+  rows, cols = np.meshgrid(np.arange(grid_h, dtype=np.float64),
+                           np.arange(grid_w, dtype=np.float64), indexing="ij")
+
+  def embed(pos):
+    out = pos.reshape(-1)[:, None] * omega[None]
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+  return np.concatenate([embed(cols), embed(rows)], axis=1).astype(np.float32)
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention (Vaswani et al. 2017) with q / k / v / out Dense
+  layers. The key projection has NO bias: a key bias adds q . b_k to every
+  logit of a query's row, which softmax cancels, so its gradient is zero in
+  exact arithmetic and float noise in practice -- noise Adam rescales into
+  lr-sized random steps (seen as 1-vs-8-device mismatches). timm's qkv Linear
+  carries it (D parameters per block more); the function class is the same.
+  The softmax runs in float32 whatever the compute dtype."""
+  num_heads: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    b, n, d = x.shape
+    h = self.num_heads
+    dense = lambda name, bias=True: nn.Dense(  # noqa: E731
+        d, use_bias=bias, dtype=self.dtype, kernel_init=XAVIER, name=name)
+    q = dense("query")(x).reshape(b, n, h, d // h)
+    k = dense("key", bias=False)(x).reshape(b, n, h, d // h)
+    v = dense("value")(x).reshape(b, n, h, d // h)
+    logits = jnp.einsum("bqhc,bkhc->bhqk", q, k).astype(jnp.float32) / np.sqrt(d // h)
+    attn = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    y = jnp.einsum("bhqk,bkhc->bqhc", attn, v).reshape(b, n, d)
+    return dense("out")(y)
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block (timm `Block`): x + MSA(LN(x)); x + MLP(LN(x))."""
+  num_heads: int
+  mlp_ratio: float = 4.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm1")(x)
+    y = SelfAttention(self.num_heads, self.dtype, name="attn")(y)
+    x = x + y
+    y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm2")(x)
+    y = nn.Dense(int(d * self.mlp_ratio), dtype=self.dtype, kernel_init=XAVIER,
+                 name="mlp_fc1")(y)
+    # Exact (erf) GELU: torch nn.GELU, which timm / MAE / DINO use.
+    y = nn.gelu(y, approximate=False)
+    y = nn.Dense(d, dtype=self.dtype, kernel_init=XAVIER, name="mlp_fc2")(y)
+    return x + y
+
+
+def _gather_tokens(x, keep_indices):
+  """x `[B, N, D]`, keep_indices `[B, K]` int -> `[B, K, D]`."""
+  if keep_indices.ndim != 2 or keep_indices.shape[0] != x.shape[0]:
+    raise ValueError(f"keep_indices must be [B, N_keep] with B={x.shape[0]}, got "
+                     f"{keep_indices.shape}")
+  return jnp.take_along_axis(x, keep_indices[..., None].astype(jnp.int32), axis=1)
+
+
+class ViT(nn.Module):
+  """Vision Transformer trunk (no classifier head).
+
+  Attributes:
+    width: D, token width. depth: blocks. num_heads: attention heads.
+    mlp_ratio: MLP hidden width / D (4).
+    patch_size: p (16 for 224 px, 4 for 32 px inputs).
+    pos_embed: 'sincos' (fixed, default; MAE / MoCo v3) or 'learned' (DINO).
+    pool: 'cls' (default; the cls token after the final norm) or 'gap' (mean
+      of the normed patch tokens) gives 'pre_logits'.
+    dtype: compute dtype; params stay float32.
+
+  Call: `apply(variables, x [B, H, W, C], train=bool, keep_indices=None)`.
+  No batch norm, so there are no 'batch_stats' and `train` changes nothing
+  (no dropout / drop-path). Returns a dict: 'pre_logits' `[B, D]` float32,
+  'cls' `[B, D]`, 'tokens' `[B, N, D]` (patch tokens after the final norm;
+  N = N_keep under `keep_indices`), in the compute dtype except 'pre_logits'.
+  """
+  width: int = 384
+  depth: int = 12
+  num_heads: int = 6
+  mlp_ratio: float = 4.0
+  patch_size: int = 16
+  pos_embed: str = "sincos"
+  pool: str = "cls"
+  dtype: Any = jnp.float32
+
+  @property
+  def feature_dim(self) -> int:
+    return self.width
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool,
+               keep_indices: jax.Array | None = None) -> dict[str, jax.Array]:
+    del train  # No BN, dropout or drop-path: train and eval are the same.
+    if x.ndim != 4:
+      raise ValueError(f"ViT expects x [B, H, W, C], got shape {x.shape}")
+    if self.pool not in ("cls", "gap"):
+      raise ValueError(f"pool must be 'cls' or 'gap', got {self.pool!r}")
+    b, h, w, _ = x.shape
+    p = self.patch_size
+    gh, gw = h // p, w // p
+    # [B, N, p*p*C] -> [B, N, D]: the stride-p conv as a matmul (module doc).
+    tokens = nn.Dense(self.width, dtype=self.dtype, kernel_init=XAVIER,
+                      name="patch_embed")(patchify(x.astype(self.dtype), p))
+    n = gh * gw
+    if self.pos_embed == "sincos":
+      pos = jnp.asarray(sincos_2d(self.width, gh, gw))[None]
+    elif self.pos_embed == "learned":
+      # One row per patch (no cls row: the cls token itself is learned).
+      pos = self.param("pos_embedding", nn.initializers.normal(0.02), (1, n, self.width))
+    else:
+      raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {self.pos_embed!r}")
+    tokens = tokens + pos.astype(self.dtype)
+    if keep_indices is not None:
+      # After the position embeddings, so each visible token keeps its place.
+      tokens = _gather_tokens(tokens, keep_indices)
+    cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, self.width))
+    # The cls token's position embedding is zero (MAE), so it is added as is.
+    seq = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (b, 1, self.width)),
+                           tokens], axis=1)
+    for i in range(self.depth):
+      seq = Block(self.num_heads, self.mlp_ratio, self.dtype, name=f"block{i + 1}")(seq)
+    seq = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(seq)
+    out = {"cls": seq[:, 0], "tokens": seq[:, 1:]}
+    # Pool in float32: a mean over N tokens loses bits in bfloat16.
+    out["pre_logits"] = (out["cls"].astype(jnp.float32) if self.pool == "cls"
+                         else jnp.mean(out["tokens"].astype(jnp.float32), axis=1))
+    return out
+
+
+class MAEDecoder(nn.Module):
+  """MAE's lightweight decoder (He et al. 2022, Sec. 3; `models_mae.py`
+  `forward_decoder`): project the encoder's tokens to the decoder width, put
+  a shared learned mask token at every removed patch, add the decoder's own
+  fixed sin-cos position embeddings, transformer blocks, LayerNorm, and a
+  linear map to the p*p*C pixels of each patch.
+
+  Call: `(encoded [B, 1 + K, D_enc] (cls first), keep_indices [B, K],
+  grid (gh, gw)) -> [B, N, p*p*C]` predictions for every patch (cls dropped).
+  """
+  width: int = 512
+  depth: int = 8
+  num_heads: int = 16
+  mlp_ratio: float = 4.0
+  out_dim: int = 768    # p * p * C
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, encoded, keep_indices, grid):
+    b = encoded.shape[0]
+    gh, gw = grid
+    n = gh * gw
+    x = nn.Dense(self.width, dtype=self.dtype, kernel_init=XAVIER,
+                 name="embed")(encoded)
+    mask_token = self.param("mask_token", nn.initializers.normal(0.02), (1, 1, self.width))
+    # Scatter the visible tokens into a sequence of mask tokens, i.e. MAE's
+    # "concatenate mask tokens, then unshuffle with ids_restore".
+    full = jnp.broadcast_to(mask_token.astype(x.dtype), (b, n, self.width))
+    rows = jnp.arange(b)[:, None]
+    full = full.at[rows, keep_indices.astype(jnp.int32)].set(x[:, 1:])
+    pos = jnp.asarray(sincos_2d(self.width, gh, gw))[None].astype(x.dtype)
+    # cls keeps a zero position embedding, as in the encoder.
+    x = jnp.concatenate([x[:, :1], full + pos], axis=1)
+    for i in range(self.depth):
+      x = Block(self.num_heads, self.mlp_ratio, self.dtype, name=f"block{i + 1}")(x)
+    x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(x)
+    x = nn.Dense(self.out_dim, dtype=self.dtype, kernel_init=XAVIER, name="pred")(x)
+    return x[:, 1:].astype(jnp.float32)
+
+
+def vit(name: str, *, patch_size: int = 16, pos_embed: str = "sincos",
+        pool: str = "cls", dtype: Any = jnp.float32, width: int | None = None,
+        depth: int | None = None, num_heads: int | None = None,
+        mlp_ratio: float = 4.0) -> ViT:
+  """Builds a named ViT variant (see `VARIANTS`); width/depth/heads override it."""
+  if name not in _VARIANTS:
+    raise ValueError(f"unknown ViT {name!r}; available: {', '.join(VARIANTS)}")
+  d, l, h = _VARIANTS[name]
+  d, l, h = width or d, depth or l, num_heads or h
+  if d % h:
+    raise ValueError(f"ViT width {d} is not divisible by num_heads {h}")
+  if pool not in ("cls", "gap"):
+    raise ValueError(f"pool must be 'cls' or 'gap', got {pool!r}")
+  if pos_embed not in ("sincos", "learned"):
+    raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
+  return ViT(width=d, depth=l, num_heads=h, mlp_ratio=float(mlp_ratio),
+             patch_size=int(patch_size), pos_embed=pos_embed, pool=pool, dtype=dtype)
