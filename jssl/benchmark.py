@@ -53,6 +53,10 @@ def benchmark_step(config) -> dict:
   b = config.batch_size
   if config.data.source == "tfds":
     spec = {"views": ((b, v, size, size, 3), np.uint8)}
+    local = views_lib.local_crops(config.views)
+    if local.num:  # multi-crop: host local crops at their own resolution
+      spec["local_views"] = ((b, local.num, local.image_size,
+                              local.image_size, 3), np.uint8)
   else:
     arrays_shape = (b, size, size, 3)
     spec = {"image": (arrays_shape, np.uint8)}

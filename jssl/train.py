@@ -14,9 +14,8 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
-from absl import logging
 import jax
 import numpy as np
 
@@ -74,13 +73,17 @@ def build_datasets(config, mesh) -> Datasets:
     from jssl.data import tfds_source  # pylint: disable=import-outside-toplevel
     num_train, num_classes, channels = _tfds_info(dc)
     size, vc = config.views.image_size, config.views
+    # Multi-crop: the local crops are taken on host too ('local_views').
+    local = views_lib.local_crops(vc)
 
     def train_batches(start_step):
       return tfds_source.tfds_train_batches(
           dc.name, dc.train_split, data_dir=dc.data_dir,
           batch_size_per_process=per_process, image_size=size,
           num_views=num_views, crop_on_host=True, crop_scale=vc.crop.scale,
-          crop_ratio=vc.crop.ratio, seed=config.seed, start_step=start_step)
+          crop_ratio=vc.crop.ratio, num_local_views=local.num,
+          local_image_size=local.image_size, local_crop_scale=local.scale,
+          seed=config.seed, start_step=start_step)
 
     def eval_batches(split):
       return tfds_source.tfds_eval_batches(
@@ -92,6 +95,10 @@ def build_datasets(config, mesh) -> Datasets:
     spec = {"views": jax.ShapeDtypeStruct(
         (config.batch_size, num_views, size, size, channels), np.uint8),
             "label": jax.ShapeDtypeStruct((config.batch_size,), np.int32)}
+    if local.num:
+      spec["local_views"] = jax.ShapeDtypeStruct(
+          (config.batch_size, local.num, local.image_size, local.image_size,
+           channels), np.uint8)
     return Datasets(train_batches, eval_batches, num_train, num_classes, spec,
                     (config.eval.image_size, config.eval.image_size, channels))
   raise ValueError(

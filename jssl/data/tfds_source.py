@@ -5,7 +5,8 @@ repeat -> decode -> per-view random resized crop on host (variable-size images
 such as ImageNet must be cropped before batching) -> batch -> prefetch ->
 `tfds.as_numpy`. Batches are `{'views': uint8 [b, V, h, w, C], 'label': int32
 [b]}` for `jssl.data.views.make_view_fn`, which applies flip and photometric ops
-on device. For fixed-size datasets (CIFAR) `crop_on_host=False` yields
+on device; with multi-crop (`num_local_views` L > 0) also `'local_views': uint8
+[b, L, l, l, C]`, the small crops at their own resolution. For fixed-size datasets (CIFAR) `crop_on_host=False` yields
 `{'image': uint8 [b, H, W, C]}` instead and the crop runs on device too; that
 moves all randomness to the accelerator and makes the host pipeline ~V x lighter.
 
@@ -68,6 +69,8 @@ def tfds_train_batches(name: str, split: str = "train", *, data_dir: Optional[st
                        crop_on_host: bool = True,
                        crop_scale: Sequence[float] = (0.08, 1.0),
                        crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
+                       num_local_views: int = 0, local_image_size: int = 0,
+                       local_crop_scale: Sequence[float] = (0.05, 0.14),
                        seed: int = 0, start_step: int = 0, shuffle_buffer: int = 10_000,
                        image_key: str = "image", label_key: str = "label",
                        process_index: Optional[int] = None,
@@ -84,6 +87,11 @@ def tfds_train_batches(name: str, split: str = "train", *, data_dir: Optional[st
     crop_on_host: True -> `{'views': uint8 [b, V, s, s, C]}`; False ->
       `{'image': uint8 [b, H, W, C]}` (fixed-size datasets only; crop on device).
     crop_scale, crop_ratio: random resized crop ranges (area fraction, w/h).
+    num_local_views: L local (multi-crop) crops per example, host crops only;
+      0 = none (`jssl.data.views.local_crops(recipe).num`).
+    local_image_size: side of the local crops (`recipe.local.image_size`).
+    local_crop_scale: area range of the local crops (`recipe.local.scale`);
+      they share `crop_ratio`.
     seed, start_step: seed the shuffles and crops; see the module doc on resume.
     shuffle_buffer: examples in the shuffle buffer.
     image_key, label_key: feature names.
@@ -92,6 +100,11 @@ def tfds_train_batches(name: str, split: str = "train", *, data_dir: Optional[st
   Yields:
     numpy dicts as described above, with `'label': int32 [b]`.
   """
+  if num_local_views and not crop_on_host:
+    raise ValueError("num_local_views > 0 needs crop_on_host=True; with "
+                     "crop_on_host=False the view fn takes every crop on device")
+  if num_local_views and local_image_size <= 0:
+    raise ValueError(f"num_local_views={num_local_views} needs local_image_size > 0")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from jssl.data import tf_ops  # pylint: disable=g-import-not-at-top
@@ -120,6 +133,15 @@ def tfds_train_batches(name: str, split: str = "train", *, data_dir: Optional[st
       out["views"] = tf.stack([
           tf_ops.random_resized_crop(image, seeds[v], size=image_size, scale=crop_scale,
                                      ratio=crop_ratio) for v in range(num_views)])
+      if num_local_views:
+        # Separate seeds, so the global crops are the same with or without
+        # local crops.
+        local_seeds = tf.random.experimental.stateless_split(
+            tf.stack([tf.constant(base, tf.int64), -1 - i]), num_local_views)
+        out["local_views"] = tf.stack([
+            tf_ops.random_resized_crop(image, local_seeds[v], size=local_image_size,
+                                       scale=local_crop_scale, ratio=crop_ratio)
+            for v in range(num_local_views)])
     else:
       out["image"] = image
     return out

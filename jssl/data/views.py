@@ -10,8 +10,15 @@ which is the order of SimCLR App. A / `data_util.preprocess_for_train` and BYOL
 dicts), so asymmetric recipes such as BYOL's (blur p 1.0 / 0.1, solarize p
 0 / 0.2) are pure config; see `byol_recipe`.
 
-`make_view_fn(recipe, V)` returns `view_fn(key, batch) -> (x_1, ..., x_V)`, each
-`float32 [B, h, w, C]`, normalised. Each example of each view gets its own key
+Multi-crop (SwAV Sec. 3.2, DINO): `recipe.local` adds L small crops at a second
+resolution, `num` / `image_size` / `scale` / `overrides` (fields applied to every
+local crop, e.g. `{'blur': {'p': 0.5}}`); see `add_local_crops` and
+`multicrop_recipe`. A recipe without `local` has no local crops.
+
+`make_view_fn(recipe, V)` returns `view_fn(key, batch) -> (x_1, ..., x_V,
+l_1, ..., l_L)`: the V global views `float32 [B, h, w, C]` then the L local
+views `float32 [B, l, l, C]`, normalised; one static shape per resolution, so
+the step compiles once. Each example of each view gets its own key
 (`jax.random.split` + `jax.vmap`); with jax's partitionable threefry the views
 do not depend on how the batch is sharded (tested on 8 devices).
 
@@ -22,10 +29,9 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Sequence, Tuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from jssl.data import augment
@@ -94,6 +100,84 @@ def byol_recipe(image_size: int, *, mean: Sequence[float],
   return r
 
 
+class LocalCrops(NamedTuple):
+  """The local-crop settings of a recipe (`num=0`: none)."""
+  num: int
+  image_size: int
+  scale: Tuple[float, float]
+
+
+def add_local_crops(recipe: ml_collections.ConfigDict, *, num: int, image_size: int,
+                    scale: Sequence[float],
+                    overrides: Mapping[str, Any] | None = None
+                    ) -> ml_collections.ConfigDict:
+  """Adds `recipe.local`: `num` extra crops of side `image_size` (multi-crop).
+
+  The global crops keep `recipe.crop.scale` and `recipe.per_view`; every local
+  crop uses the recipe with `crop.scale = scale`, `image_size` and `overrides`
+  applied (same photometric ops otherwise, as SwAV's `MultiCropDataset` and
+  DINO's `DataAugmentationDINO`).
+
+  Args:
+    recipe: a view recipe (modified in place and returned).
+    num: L, local crops per image (0 = none).
+    image_size: local crop side, pixels (SwAV / DINO ImageNet: 96).
+    scale: local crop area range (SwAV (0.05, 0.14), DINO (0.05, 0.4)).
+    overrides: recipe fields for the local crops, dotted or nested, e.g.
+      `{'blur.p': 0.5}` (DINO); stored nested because `ConfigDict` keys cannot
+      hold dots (a locked config then takes
+      `--config.views.local.overrides.blur.p=0.7` for a field set here).
+
+  Returns:
+    `recipe`.
+  """
+  nested: Dict[str, Any] = {}
+  for name, value in _flatten(dict(overrides or {})).items():
+    node = nested
+    *parents, leaf = name.split(".")
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  recipe.local = ml_collections.ConfigDict(dict(
+      num=int(num),                        # L local crops per image
+      image_size=int(image_size),          # local side, pixels
+      scale=tuple(float(s) for s in scale),  # local crop area fraction range
+      overrides=ml_collections.ConfigDict(nested)))
+  if num > 0:
+    local_config(recipe)  # typos in `overrides` fail here, not in the step
+  return recipe
+
+
+def multicrop_recipe(image_size: int, local_size: int = 96, num_local: int = 6, *,
+                     mean: Sequence[float], std: Sequence[float],
+                     global_scale: Sequence[float] = (0.14, 1.0),
+                     local_scale: Sequence[float] = (0.05, 0.14),
+                     local_overrides: Mapping[str, Any] | None = None,
+                     blur: bool | None = None) -> ml_collections.ConfigDict:
+  """SimCLR-style photometric ops with 2 global + `num_local` local crops.
+
+  Defaults are SwAV's ImageNet multi-crop (Caron et al. 2020, Sec. 3.2 /
+  `scripts/swav_800ep_pretrain.sh`: 2 x 224 px at scale (0.14, 1) + 6 x 96 px
+  at (0.05, 0.14)); DINO uses (0.4, 1) / (0.05, 0.4). Colour-jitter strength
+  is the SimCLR recipe's default (0.5); ImageNet configs set 1.0. Use as the
+  `recipe` of `jssl.runbook.*_data` via `functools.partial`. Set
+  `num_views = 2` on the result (the global crops).
+  """
+  r = simclr_recipe(image_size, mean=mean, std=std, blur=blur)
+  r.crop.scale = tuple(float(s) for s in global_scale)
+  return add_local_crops(r, num=num_local, image_size=local_size, scale=local_scale,
+                         overrides=local_overrides)
+
+
+def local_crops(recipe: ml_collections.ConfigDict) -> LocalCrops:
+  """`recipe.local` as a `LocalCrops`; `num=0` when the recipe has none."""
+  local = recipe.get("local", None)
+  if local is None or int(local.get("num", 0)) <= 0:
+    return LocalCrops(0, 0, (0.0, 0.0))
+  return LocalCrops(int(local.num), int(local.image_size),
+                    tuple(float(s) for s in local.scale))
+
+
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
   out = {}
   for k, v in d.items():
@@ -118,19 +202,43 @@ def view_config(recipe: ml_collections.ConfigDict, view: int,
     raise ValueError(f"recipe.per_view has {len(per_view)} entries but num_views="
                      f"{num_views}; give one override dict per view or none.")
   cfg = ml_collections.ConfigDict(copy.deepcopy(recipe.to_dict()))
-  if not per_view:
-    return cfg
-  for name, value in _flatten(per_view[view]).items():
+  if per_view:
+    _apply_overrides(cfg, per_view[view], f"per_view[{view}]")
+  return cfg
+
+
+def local_config(recipe: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The recipe of every local crop: `recipe` with `image_size`, `crop.scale`
+  from `recipe.local` and `recipe.local.overrides` applied (not `per_view`,
+  which lists the global views).
+
+  Raises:
+    ValueError: if the recipe has no local crops.
+    KeyError: if an override names a field the recipe does not have.
+  """
+  spec = local_crops(recipe)
+  if not spec.num:
+    raise ValueError("recipe has no local crops (recipe.local.num is 0 or absent)")
+  cfg = ml_collections.ConfigDict(copy.deepcopy(recipe.to_dict()))
+  cfg.image_size = spec.image_size
+  cfg.crop.scale = spec.scale
+  _apply_overrides(cfg, recipe.local.get("overrides", {}), "local.overrides")
+  return cfg
+
+
+def _apply_overrides(cfg: ml_collections.ConfigDict, overrides: Mapping[str, Any],
+                     what: str) -> None:
+  items = dict(overrides.items()) if overrides else {}
+  for name, value in _flatten(items).items():
     section, _, leaf = name.rpartition(".")
     node = cfg
     for part in section.split(".") if section else ():
       if part not in node:
-        raise KeyError(f"per_view[{view}] override {name!r}: no field {part!r}")
+        raise KeyError(f"{what} override {name!r}: no field {part!r}")
       node = node[part]
     if leaf not in node:
-      raise KeyError(f"per_view[{view}] override {name!r}: no field {leaf!r}")
+      raise KeyError(f"{what} override {name!r}: no field {leaf!r}")
     node[leaf] = value
-  return cfg
 
 
 def _one_view(key, image, *, cfg: Dict[str, Any], crop: bool):
@@ -156,7 +264,7 @@ def _one_view(key, image, *, cfg: Dict[str, Any], crop: bool):
   return augment.normalize(x, mean=cfg["mean"], std=cfg["std"])
 
 
-def _example_keys(key, images: jax.Array):
+def example_keys(key, images: jax.Array):
   """One key per example, sharded like `images` on the batch axis.
 
   Under an Explicit-axes mesh (`jssl.sharding`), vmap needs every mapped input
@@ -175,27 +283,48 @@ def _example_keys(key, images: jax.Array):
 
 
 def make_view_fn(recipe: ml_collections.ConfigDict, num_views: int):
-  """Builds `view_fn(key, batch) -> tuple of V float32 [B, h, w, C]`.
+  """Builds `view_fn(key, batch) -> (V global views..., L local views...)`.
 
-  `batch` is either
-    * `{'image': uint8 [B, H, W, C]}`: fixed-size arrays; the random resized
-      crop runs on device, independently per view; or
-    * `{'views': uint8 [B, V, h, w, C]}`: crops already taken on host (TFDS);
-      only flip and photometric ops run on device.
+  Global views are `float32 [B, h, w, C]` (`h = recipe.image_size`), local
+  views `float32 [B, l, l, C]` (`l = recipe.local.image_size`, L =
+  `recipe.local.num`, 0 without `recipe.local`). `batch` is either
+    * `{'image': uint8 [B, H, W, C]}`: fixed-size arrays; every crop (global
+      and local) is a random resized crop taken on device, independently; or
+    * `{'views': uint8 [B, V, h, w, C]}` (+ `'local_views': uint8 [B, L, l, l,
+      C]` when L > 0): crops already taken on host (TFDS); only flip and
+      photometric ops run on device.
   Other keys (e.g. 'label') are ignored. The function is pure and jittable; call
   it inside the train step so the photometric work stays on the accelerator.
   """
   cfgs = [view_config(recipe, v, num_views).to_dict() for v in range(num_views)]
+  local = local_crops(recipe)
+  local_cfg = local_config(recipe).to_dict() if local.num else None
+
+  def host_crops(batch, name, n, size):
+    images = batch.get(name)
+    if images is None:
+      raise KeyError(f"batch has host crops 'views' but no {name!r} for the "
+                     f"{n} local crops of recipe.local; has {sorted(batch)}")
+    if images.ndim != 5 or images.shape[1] != n:
+      raise ValueError(f"batch[{name!r}] must be [B, {'V' if name == 'views' else 'L'}"
+                       f"={n}, h, w, C], got {images.shape}")
+    if images.shape[2:4] != (size,) * 2:
+      raise ValueError(f"host crops batch[{name!r}] are {images.shape[2:4]}, "
+                       f"expected {size} px (recipe)")
+    return images
+
+  def views_of(key, images, cfg_list, crop):
+    keys = jax.random.split(key, len(cfg_list))
+    out = []
+    for v, cfg in enumerate(cfg_list):
+      x = images if crop else images[:, v]
+      fn = functools.partial(_one_view, cfg=cfg, crop=crop)
+      out.append(jax.vmap(fn)(example_keys(keys[v], x), x))
+    return out
 
   def view_fn(key, batch) -> Tuple[jax.Array, ...]:
     if "views" in batch:
-      images = batch["views"]
-      if images.ndim != 5 or images.shape[1] != num_views:
-        raise ValueError(f"batch['views'] must be [B, V={num_views}, h, w, C], "
-                         f"got {images.shape}")
-      if images.shape[2:4] != (recipe.image_size,) * 2:
-        raise ValueError(f"host crops are {images.shape[2:4]}, recipe.image_size="
-                         f"{recipe.image_size}")
+      images = host_crops(batch, "views", num_views, recipe.image_size)
       crop = False
     elif "image" in batch:
       images = batch["image"]
@@ -204,13 +333,15 @@ def make_view_fn(recipe: ml_collections.ConfigDict, num_views: int):
       crop = True
     else:
       raise KeyError(f"batch needs 'image' or 'views', has {sorted(batch)}")
-    view_keys = jax.random.split(key, num_views)
-    out = []
-    for v, cfg in enumerate(cfgs):
-      x = images[:, v] if not crop else images
-      keys = _example_keys(view_keys[v], x)
-      fn = functools.partial(_one_view, cfg=cfg, crop=crop)
-      out.append(jax.vmap(fn)(keys, x))
+    # The global views use `key` exactly as before multi-crop existed, so a
+    # recipe without local crops gives the same views; local crops draw from
+    # an independent key.
+    out = views_of(key, images, cfgs, crop)
+    if local.num:
+      if not crop:
+        images = host_crops(batch, "local_views", local.num, local.image_size)
+      out += views_of(jax.random.fold_in(key, 1), images, [local_cfg] * local.num,
+                      crop)
     return tuple(out)
 
   return view_fn
