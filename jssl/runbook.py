@@ -64,6 +64,17 @@ def cifar10_data(c: ml_collections.ConfigDict, recipe: Recipe) -> None:
   c.checkpoint.every_steps = 2000
 
 
+def solo_cifar10(c: ml_collections.ConfigDict, recipe: Recipe, *,
+                 epochs: float = 1000.0) -> None:
+  """`cifar10_data` with solo-learn's CIFAR setting every one of its recipes
+  shares (vturrisi/solo-learn `scripts/pretrain/cifar/*.yaml`): ResNet-18
+  with the CIFAR stem, global batch 256, 1000 epochs."""
+  cifar10_data(c, recipe)
+  c.batch_size = 256
+  c.total_epochs = float(epochs)
+  c.model.update(name="resnet18", stem="cifar")
+
+
 def imagenet_data(c: ml_collections.ConfigDict, recipe: Recipe,
                   size: int = 224) -> None:
   """TFDS `imagenet2012` (manual download), 224 px views, 0.875 centre crop."""

@@ -65,3 +65,21 @@ class Method(NamedTuple):
     """Eval-mode features of preprocessed images `[B, H, W, C]`."""
     return self.encoder.apply(self.encoder_variables(params, method_state),
                               images, train=False)
+
+
+def keep_state(params, method_state, step):
+  """`update_state` of methods with nothing to update after the optimiser
+  step (SimCLR, Barlow Twins, VICReg, SimSiam, SupCon, SwAV)."""
+  del params, step
+  return method_state
+
+
+def trunk_variables(params: dict, method_state: dict) -> dict:
+  """`encoder_variables` of methods that evaluate the trained encoder at
+  `params['encoder']` (all but the teacher-evaluated ones): its parameters
+  and, for a batch-norm network, its running statistics (a ViT has none)."""
+  variables = {"params": params["encoder"]}
+  stats = method_state.get("batch_stats", {})
+  if "encoder" in stats:
+    variables["batch_stats"] = stats["encoder"]
+  return variables

@@ -1,27 +1,45 @@
 """SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of
 Visual Representations", ICML; google-research/simclr `tf2/model.py`).
 
-encoder f -> projector g (MLP with BN) -> NT-Xent over the global batch:
-both views are concatenated before the encoder so batch-norm statistics span
-all 2B images of the global batch, as SimCLR's global BN does on TPU pods.
+encoder f -> projector g (MLP with BN) -> contrastive loss over the global
+batch: both views are concatenated before the encoder so batch-norm statistics
+span all 2B images of the global batch, as SimCLR's global BN does on TPU pods.
+
+`config.loss.name` picks the contrastive loss on the projections:
+  'ntxent' (default)  NT-Xent, SimCLR eq. 1 (`jssl.losses.ntxent`).
+  'dcl'               Decoupled contrastive loss (Yeh et al. 2022, "Decoupled
+                      Contrastive Learning", ECCV, eq. 6): the positive pair is
+                      removed from the denominator (`jssl.losses.dcl`).
+  'dclw'              DCL with von Mises-Fisher weights on the positive term,
+                      w_i = 2 - B softmax_i(u_i.v_i / sigma) (eq. 7;
+                      `jssl.losses.dclw`, `config.loss.sigma`, paper 0.5).
+DCL/DCLW follow lightly's convention (the two directions averaged, DCLW
+weights detached); the reference implementation the losses are tested against
+(raminnakhli/Decoupled-Contrastive-Learning `loss/dcl.py`,
+`experiment/simclr/main.py`) sums the directions, i.e. 2x the loss and the
+gradient, which a linear-scaled learning rate absorbs.
 """
 from __future__ import annotations
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-
-from jssl import losses, models
+from jssl import losses
+from jssl.methods import base, common
 from jssl.methods.base import Method
 
+LOSSES = ("ntxent", "dcl", "dclw")
 
-class EncoderProjector(nn.Module):
-  encoder: nn.Module
-  projector: nn.Module
 
-  def __call__(self, x, *, train: bool):
-    feats = self.encoder(x, train=train)
-    return feats, self.projector(feats["pre_logits"], train=train)
+def contrastive_loss_fn(loss_cfg):
+  """`(z_a, z_b) -> scalar` for `loss_cfg.name` in LOSSES; raises on others."""
+  name = loss_cfg.get("name", "ntxent")
+  temperature = loss_cfg.temperature
+  if name == "ntxent":
+    return lambda a, b: losses.ntxent(a, b, temperature=temperature)
+  if name == "dcl":
+    return lambda a, b: losses.dcl(a, b, temperature=temperature)
+  if name == "dclw":
+    sigma = loss_cfg.get("sigma", 0.5)
+    return lambda a, b: losses.dclw(a, b, temperature=temperature, sigma=sigma)
+  raise ValueError(f"config.loss.name={name!r}: SimCLR supports {', '.join(LOSSES)}")
 
 
 def make(config, length=None) -> Method:
@@ -30,47 +48,18 @@ def make(config, length=None) -> Method:
     raise ValueError(
         f"SimCLR contrasts exactly 2 views; config.views.num_views="
         f"{config.views.num_views}")
-  encoder = models.make_encoder(config.model)
-  net = EncoderProjector(encoder=encoder,
-                         projector=models.make_projector(config.projector))
-  temperature = config.loss.temperature
-
-  def init(key, views):
-    variables = net.init(key, views[0], train=True)
-    return variables["params"], {"batch_stats": variables["batch_stats"]}
+  contrast = contrastive_loss_fn(config.loss)
+  encoder, net, init = common.build_joint(config)
 
   def loss(params, method_state, views, batch, key, step):
     del batch, key, step
-    b = views[0].shape[0]
-    x = jnp.concatenate(views, axis=0)  # [2B, H, W, C]: BN over both views.
-    (feats, z), new_vars = net.apply(
-        {"params": params, **method_state}, x, train=True,
-        mutable=["batch_stats"])
-    z_a, z_b = z[:b], z[b:]
-    value = losses.ntxent(z_a, z_b, temperature=temperature)
-    h = feats["pre_logits"].astype(jnp.float32)
-    metrics = {
-        # Collapse alarm: per-dimension std of L2-normalised representations;
-        # ~1/sqrt(D) for well-spread features, -> 0 under collapse.
-        "repr_std": jnp.mean(jnp.std(
-            h / (jnp.linalg.norm(h, axis=-1, keepdims=True) + 1e-12), axis=0)),
-        "pos_cosine": jnp.mean(jnp.sum(
-            _unit(z_a) * _unit(z_b), axis=-1)),
-    }
-    return value, ({"batch_stats": new_vars["batch_stats"]}, metrics)
+    # [2B, H, W, C] in one pass: BN over both views.
+    feats, z, new_state = common.joint_forward(net, params, method_state, views)
+    value = contrast(z[0], z[1])
+    metrics = {"repr_std": common.feature_std(feats["pre_logits"]),
+               "pos_cosine": common.mean_cosine(z[0], z[1])}
+    return value, (new_state, metrics)
 
-  def update_state(params, method_state, step):
-    del params, step
-    return method_state
+  return Method(init=init, loss=loss, update_state=base.keep_state,
+                encoder=encoder, encoder_variables=base.trunk_variables)
 
-  def encoder_variables(params, method_state):
-    return {"params": params["encoder"],
-            "batch_stats": method_state["batch_stats"]["encoder"]}
-
-  return Method(init=init, loss=loss, update_state=update_state,
-                encoder=encoder, encoder_variables=encoder_variables)
-
-
-def _unit(x):
-  x = x.astype(jnp.float32)
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), 1e-12))
