@@ -13,7 +13,6 @@ given. This is the only module that reads FLAGS.
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app
 from absl import flags

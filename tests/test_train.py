@@ -3,7 +3,6 @@ export -> load, resume equivalence, and the bad-input paths of a run."""
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 

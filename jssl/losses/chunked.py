@@ -71,7 +71,7 @@ def ntxent_chunked(z_a, z_b, *, temperature: float = 0.1, chunk_size: int = 1024
     ()
   """
   a, b, ga, gb, gidx = two_views(z_a, z_b, normalize=normalize, axis_name=axis_name)
-  n, n_global = a.shape[0], ga.shape[0]
+  n_global = ga.shape[0]
   cand = jnp.concatenate([ga, gb], axis=0)                  # [2N, P]: u rows then v rows
   anchors = jnp.concatenate([a, b], axis=0)                  # [2n, P]
   self_col = jnp.concatenate([gidx, n_global + gidx])

@@ -1,5 +1,4 @@
 """Offline registration of the real CIFAR-10 archive into a TFDS data dir (slow, data)."""
-import os
 
 import numpy as np
 import pytest
