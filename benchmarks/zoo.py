@@ -2,8 +2,9 @@
 
 Runs `python -m jssl.main --config=configs/<method>.py:quickstart` for each
 method in a fresh workdir and prints one table: steps, wall time, training
-images/s, final loss, and linear / kNN top-1 of the pretrained encoder next
-to the same encoder at its random initialisation (same seed). A method
+images/s, final loss, the online probe's last train-batch top-1, and linear /
+kNN top-1 of the pretrained encoder next to the same encoder at its random
+initialisation (same seed). A method
 passes when its linear probe beats the random-init encoder by at least
 `--min-linear-gain` points and its kNN does not lose.
 
@@ -26,8 +27,8 @@ import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
-COLUMNS = ("method", "steps", "wall", "img/s", "final loss", "linear",
-           "linear (random)", "kNN", "kNN (random)", "verdict")
+COLUMNS = ("method", "steps", "wall", "img/s", "final loss", "online probe",
+           "linear", "linear (random)", "kNN", "kNN (random)", "verdict")
 
 
 def available() -> list[str]:
@@ -35,14 +36,15 @@ def available() -> list[str]:
                 for p in glob.glob(os.path.join(REPO, "configs", "*.py")))
 
 
-def final_loss(workdir: str):
-  loss = None
+def last_logged(workdir: str, key: str):
+  """The last value of `key` in the run's metrics.jsonl (None if never)."""
+  value = None
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     for line in f:
       row = json.loads(line)
-      if "loss" in row:
-        loss = row["loss"]
-  return loss
+      if row.get(key) is not None:
+        value = row[key]
+  return value
 
 
 def run_one(method: str, root: str, preset: str, extra: list[str],
@@ -65,7 +67,9 @@ def run_one(method: str, root: str, preset: str, extra: list[str],
   gain = 100 * (pre["linear_top1"] - rnd["linear_top1"])
   knn_gain = 100 * (pre["knn_top1"] - rnd["knn_top1"])
   row.update(steps=res["steps"], images_per_sec=res["images_per_sec"],
-             final_loss=final_loss(workdir), pretrained=pre, random_init=rnd,
+             final_loss=last_logged(workdir, "loss"),
+             online_probe=last_logged(workdir, "online_probe/top1"),
+             pretrained=pre, random_init=rnd,
              linear_gain=round(gain, 1), knn_gain=round(knn_gain, 1),
              ok=gain >= min_gain and knn_gain >= 0.0)
   return row
@@ -80,14 +84,15 @@ def table(rows: list[dict]) -> str:
            "|" + "---|" * len(COLUMNS)]
   for r in rows:
     if "pretrained" not in r:
-      cells = [r["method"], "-", f"{r['wall_s']:.0f}s", "-", "-", "-", "-",
-               "-", "-", "FAILED to run"]
+      cells = [r["method"], "-", f"{r['wall_s']:.0f}s"] + ["-"] * 7 + [
+          "FAILED to run"]
     else:
       p, q = r["pretrained"], r["random_init"]
       loss = r["final_loss"]
       cells = [r["method"], str(r["steps"]), f"{r['wall_s']:.0f}s",
                f"{r['images_per_sec']:.0f}" if r["images_per_sec"] else "-",
                f"{loss:.4g}" if loss is not None else "-",
+               _pct(r["online_probe"]) if r.get("online_probe") is not None else "-",
                _pct(p["linear_top1"]), _pct(q["linear_top1"]),
                _pct(p["knn_top1"]), _pct(q["knn_top1"]),
                "learns" if r["ok"] else "does NOT beat random init"]

@@ -46,7 +46,15 @@ def base_config(method: str) -> ml_collections.ConfigDict:
           None, field_type=str), train_split="train", test_split="test"))
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=512, image_size=32, crop_fraction=1.0, knn_k=200,
-      knn_temperature=0.1, at_end=True))
+      knn_temperature=0.1, at_end=True,
+      # PNGs in workdir/plots at the end (needs matplotlib): training curves,
+      # the test-feature spectrum and a 2-D 'pca' or 'tsne' projection by
+      # class; '' turns them off.
+      plots="pca"))
+  # Online linear probe on stop-gradient features of the first view, its
+  # train-batch accuracy logged with the loss (jssl.step.OnlineProbe).
+  c.online_probe = ml_collections.ConfigDict(
+      dict(enabled=True, lr=0.1, momentum=0.9))
   c.checkpoint = ml_collections.ConfigDict(
       dict(every_steps=1000, keep=3, use_async=True))
   c.export = ml_collections.ConfigDict(dict(enabled=True))

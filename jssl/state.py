@@ -19,6 +19,9 @@ class TrainState:
   opt_state: Any           # optax state
   method_state: Any        # batch_stats, EMA teachers, queues, centers, ...
   key: jax.Array           # uint32 raw PRNG key data (see module docstring)
+  # Online linear probe (`jssl.step.OnlineProbe`): {'params', 'opt_state'},
+  # or {} when the run has none.
+  probe: Any = flax.struct.field(default_factory=dict)
 
   @property
   def rng(self) -> jax.Array:

@@ -9,17 +9,71 @@ axis; collectives come from XLA's propagation over the global arrays.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from jssl import sharding as shd
-from jssl.methods.base import Method
+from jssl.methods.base import PROBE_FEATURES, Method
 from jssl.state import TrainState
 
 ViewFn = Callable[[jax.Array, Any], tuple]
+
+
+class OnlineProbe(NamedTuple):
+  """A linear classifier trained during pretraining on stop-gradient encoder
+  features of the first view and the batch labels, with its own optimiser,
+  so the representation's linear accuracy is logged with the loss at no
+  extra forward pass (BYOL `byol_experiment.py`: a classifier on
+  `stop_gradient` of the online embedding; solo-learn `BaseMethod`'s online
+  classifier). It never changes the encoder's gradients. Its accuracy is on
+  the augmented training batch, so it tracks, not replaces, the end-of-run
+  linear probe.
+  """
+  num_classes: int
+  tx: optax.GradientTransformation
+
+
+def make_online_probe(cfg, *, num_classes: int, total_steps: int) -> Optional[OnlineProbe]:
+  """From `config.online_probe` (`enabled`, `lr`, `momentum`): SGD with
+  momentum and a cosine-decayed learning rate (solo-learn: classifier lr 0.1,
+  no weight decay, the backbone's cosine schedule). None when disabled."""
+  if cfg is None or not cfg.get("enabled", False):
+    return None
+  unknown = sorted(set(cfg) - {"enabled", "lr", "momentum"})
+  if unknown:
+    raise ValueError(f"config.online_probe has unknown keys {unknown}; "
+                     "expected enabled, lr, momentum")
+  if num_classes < 2:
+    raise ValueError(f"online probe needs >= 2 classes, got {num_classes}")
+  lr = optax.cosine_decay_schedule(float(cfg.get("lr", 0.1)), max(int(total_steps), 1))
+  return OnlineProbe(int(num_classes),
+                     optax.sgd(lr, momentum=float(cfg.get("momentum", 0.9))))
+
+
+def _probe_init(probe: OnlineProbe, feature_dim: int) -> dict:
+  params = {"kernel": jnp.zeros((feature_dim, probe.num_classes), jnp.float32),
+            "bias": jnp.zeros((probe.num_classes,), jnp.float32)}
+  return {"params": params, "opt_state": probe.tx.init(params)}
+
+
+def _probe_step(probe: OnlineProbe, state: dict, features, labels):
+  """One optimiser step of the probe; returns (state, metrics)."""
+  x = jax.lax.stop_gradient(features).astype(jnp.float32)
+
+  def loss_fn(p):
+    logits = x @ p["kernel"] + p["bias"]
+    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    return loss, logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+  updates, opt_state = probe.tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  top1 = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+  return ({"params": params, "opt_state": opt_state},
+          {"online_probe/top1": top1, "online_probe/loss": loss})
 
 
 def _threefry_not_partitionable(fn):
@@ -44,7 +98,8 @@ def _threefry_not_partitionable(fn):
 
 
 def make_init(method: Method, tx: optax.GradientTransformation,
-              view_fn: ViewFn, mesh, batch_spec: Any, *, seed: int):
+              view_fn: ViewFn, mesh, batch_spec: Any, *, seed: int,
+              probe: Optional[OnlineProbe] = None):
   """Returns `(init_fn, state_shardings)`; `init_fn()` builds the state sharded.
 
   Parameters are created directly with their target sharding
@@ -65,9 +120,15 @@ def make_init(method: Method, tx: optax.GradientTransformation,
     view_shapes = jax.eval_shape(view_fn, jax.random.key(0), batch_spec)
     views = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), view_shapes)
     params, method_state = method.init(k_params, views)
+    probe_state = {}
+    if probe is not None:
+      dim = method.encoder.apply(
+          method.encoder_variables(params, method_state), views[0],
+          train=False)["pre_logits"].shape[-1]
+      probe_state = _probe_init(probe, dim)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=tx.init(params), method_state=method_state,
-                      key=jax.random.key_data(k_train))
+                      key=jax.random.key_data(k_train), probe=probe_state)
 
   shapes = jax.eval_shape(init)
   shardings = shd.state_shardings(mesh, shapes)
@@ -76,8 +137,13 @@ def make_init(method: Method, tx: optax.GradientTransformation,
 
 def make_train_step(method: Method, tx: optax.GradientTransformation,
                     view_fn: ViewFn, schedule: optax.Schedule, mesh,
-                    state_shardings: Any):
-  """Returns `step(state, batch) -> (state, metrics)`, jitted and donating."""
+                    state_shardings: Any, probe: Optional[OnlineProbe] = None):
+  """Returns `step(state, batch) -> (state, metrics)`, jitted and donating.
+
+  With `probe` (and a state built by `make_init(..., probe=probe)`), the
+  online linear probe takes one step on the loss's `PROBE_FEATURES` and
+  `batch['label']`, and its metrics join the step's.
+  """
 
   @_threefry_not_partitionable
   def step_fn(state: TrainState, batch):
@@ -97,11 +163,25 @@ def make_train_step(method: Method, tx: optax.GradientTransformation,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     method_state = method.update_state(params, method_state, state.step)
+    metrics = dict(metrics)
+    features = metrics.pop(PROBE_FEATURES, None)
+    probe_state = state.probe
+    if probe is not None:
+      if features is None:
+        raise ValueError(f"the online probe needs the method's loss to return "
+                         f"metrics[{PROBE_FEATURES!r}] (encoder features)")
+      if "label" not in batch:
+        raise ValueError("the online probe needs batch['label']; set "
+                         "config.online_probe.enabled=False for unlabelled data")
+      probe_state, probe_metrics = _probe_step(probe, state.probe, features,
+                                               batch["label"])
+      metrics.update(probe_metrics)
     metrics = dict(metrics, loss=loss, lr=schedule(state.step),
                    grad_norm=optax.global_norm(grads),
                    param_norm=optax.global_norm(params))
     new_state = state.replace(step=state.step + 1, params=params,
-                              opt_state=opt_state, method_state=method_state)
+                              opt_state=opt_state, method_state=method_state,
+                              probe=probe_state)
     return new_state, metrics
 
   return jax.jit(

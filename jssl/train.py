@@ -22,6 +22,7 @@ import numpy as np
 from jssl import checkpoint as ckpt_lib
 from jssl import export as export_lib
 from jssl import methods
+from jssl import plots as plots_lib
 from jssl import schedules
 from jssl import sharding as shd
 from jssl import step as step_lib
@@ -136,14 +137,21 @@ def total_steps(config, num_train: int) -> tuple[int, float]:
   return int(math.ceil(config.total_epochs * steps_per_epoch)), steps_per_epoch
 
 
-def evaluate(method, state, data: Datasets, mesh, config) -> dict:
-  """Linear probe and weighted kNN on frozen `pre_logits` features."""
+def evaluate(method, state, data: Datasets, mesh, config, *,
+             return_test_features: bool = False):
+  """Linear probe and weighted kNN on frozen `pre_logits` features.
+
+  Returns the metrics dict, or `(metrics, (test_features, test_labels))`
+  with `return_test_features` (host numpy, for plots).
+  """
   pp = preprocess_config(config, data.image_shape[-1])
+  # TFDS eval batches arrive resized and centre-cropped on host
+  # (`tfds_eval_batches`); cropping them again would keep crop_fraction^2.
+  crop = 1.0 if config.data.source == "tfds" else pp["crop_fraction"]
 
   def encode(variables, images):
     x = views_lib.eval_preprocess(images, size=pp["size"], mean=pp["mean"],
-                                  std=pp["std"],
-                                  crop_fraction=pp["crop_fraction"])
+                                  std=pp["std"], crop_fraction=crop)
     return method.encoder.apply(variables, x, train=False)
 
   fn = features_lib.make_feature_fn(encode, mesh)
@@ -158,14 +166,18 @@ def evaluate(method, state, data: Datasets, mesh, config) -> dict:
                              temperature=ec.knn_temperature)
   lin = linear_lib.linear_probe(tr_x, tr_y, te_x, te_y,
                                 num_classes=data.num_classes)
-  return {"linear_top1": float(lin["top1"]), "knn_top1": float(knn["top1"]),
-          "linear_l2": float(lin["l2"]), "feature_dim": int(tr_x.shape[1]),
-          "eval_seconds": round(time.time() - t0, 2),
-          "feature_seconds": round(t_feat, 2)}
+  res = {"linear_top1": float(lin["top1"]), "knn_top1": float(knn["top1"]),
+         "linear_l2": float(lin["l2"]), "feature_dim": int(tr_x.shape[1]),
+         "eval_seconds": round(time.time() - t0, 2),
+         "feature_seconds": round(t_feat, 2)}
+  return (res, (te_x, te_y)) if return_test_features else res
 
 
 def run(config, workdir: str) -> dict:
   """Pretrains, evaluates and exports; returns the results dict."""
+  if config.eval.get("plots", "") not in ("",) + plots_lib.PROJECTIONS:
+    raise ValueError(f"config.eval.plots={config.eval.plots!r}: one of "
+                     f"{plots_lib.PROJECTIONS} or '' (no plots)")
   ckpt_lib.write_or_check_config(workdir, config)
   mesh = shd.make_mesh(config.mesh)
   log = MetricsLog(workdir)
@@ -176,10 +188,14 @@ def run(config, workdir: str) -> dict:
       config.optimizer, global_batch=config.batch_size, total_steps=steps,
       steps_per_epoch=steps_per_epoch, frozen=method.frozen)
   view_fn = views_lib.make_view_fn(config.views, config.views.num_views)
+  probe = step_lib.make_online_probe(config.get("online_probe"),
+                                     num_classes=data.num_classes,
+                                     total_steps=steps)
   init_fn, state_sh = step_lib.make_init(method, tx, view_fn, mesh,
-                                         data.batch_spec, seed=config.seed)
+                                         data.batch_spec, seed=config.seed,
+                                         probe=probe)
   train_step = step_lib.make_train_step(method, tx, view_fn, schedule, mesh,
-                                        state_sh)
+                                        state_sh, probe=probe)
   ckpt = ckpt_lib.Checkpointer(workdir, every_steps=config.checkpoint.every_steps,
                                keep=config.checkpoint.keep,
                                use_async=config.checkpoint.use_async)
@@ -220,8 +236,11 @@ def run(config, workdir: str) -> dict:
       ips = config.batch_size * steps_per_s
       log.write(done, {**{k: float(v) for k, v in metrics.items()},
                        "images_per_sec": ips, "epoch": done / steps_per_epoch})
+      online = metrics.get("online_probe/top1")
       log.info(f"step {done}/{steps} | loss {float(metrics['loss']):.4f} | "
-               f"lr {float(metrics['lr']):.3g} | {ips:.0f} img/s | "
+               + (f"online probe {float(online):.3f} | " if online is not None
+                  else "")
+               + f"lr {float(metrics['lr']):.3g} | {ips:.0f} img/s | "
                f"ETA {_fmt_secs(eta)}")
     if done % config.checkpoint.every_steps == 0 or done == steps:
       # Only on save steps: Orbax's first save() call costs seconds even for
@@ -256,8 +275,10 @@ def run(config, workdir: str) -> dict:
              "compile_seconds": round(t_compile or 0.0, 1),
              "images_per_sec": round(config.batch_size * meter.mean_rate, 1)
                                if meter.mean_rate else None}
+  test_features = (None, None)
   if config.eval.at_end:
-    res = evaluate(method, state, data, mesh, config)
+    res, test_features = evaluate(method, state, data, mesh, config,
+                                  return_test_features=True)
     # The same encoder at its initialisation (same seed): the baseline a
     # pretrained encoder must beat.
     rnd = evaluate(method, init_fn(), data, mesh, config)
@@ -276,6 +297,11 @@ def run(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2)
+    if config.eval.get("plots", ""):  # metrics.jsonl is flushed per row
+      written = plots_lib.write_run_plots(workdir, *test_features,
+                                          method=config.eval.plots)
+      if written:
+        log.info(f"plots: {', '.join(written)}")
   if config.eval.at_end:
     log.info(
         f"done: linear top-1 {res['linear_top1']:.4f} (random init "

@@ -36,6 +36,12 @@ def test_smoke_run_end_to_end(tmp_path):
   assert [r["step"] for r in rows if "loss" in r] == [2, 4, 6]
   assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
   assert sorted(os.listdir(os.path.join(wd, "checkpoints")))[-1] == "6"
+  # The end-of-run plots (matplotlib is in the test extras).
+  pngs = sorted(os.listdir(os.path.join(wd, "plots")))
+  assert pngs == ["projection.png", "spectrum.png", "training.png"]
+  for p in pngs:
+    with open(os.path.join(wd, "plots", p), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
   # The export loads in one line and maps raw uint8 images to [B, D] on CPU.
   enc = jssl.load_encoder(os.path.join(wd, "export"))

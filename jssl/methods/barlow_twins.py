@@ -59,6 +59,7 @@ def make(config, length=None) -> Method:
     value = losses.barlow_twins(z[0], z[1], lambda_param=lambda_param,
                                 scale=scale)
     metrics = {"repr_std": common.feature_std(feats["pre_logits"]),
+               base.PROBE_FEATURES: feats["pre_logits"][:views[0].shape[0]],
                "proj_std": common.feature_std(z.reshape(-1, z.shape[-1]))}
     return value, (new_state, metrics)
 

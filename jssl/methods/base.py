@@ -14,6 +14,12 @@ from typing import Any, Callable, NamedTuple
 import flax.linen as nn
 
 
+# Key of `loss`'s metrics holding `[B, D]` encoder features of the first view
+# (train mode, the pass the loss made anyway) for the online linear probe; the
+# step pops it (stop-gradient) and never logs it.
+PROBE_FEATURES = "probe_features"
+
+
 class TrainLength(NamedTuple):
   """How long the run is, for methods whose schedules depend on it
   (BYOL's momentum, DINO's teacher temperature, SwAV's prototype freeze)."""
@@ -41,7 +47,8 @@ class Method(NamedTuple):
   loss(params, method_state, views, batch, key, step)
       -> (loss, (new_method_state, metrics))
       Differentiated w.r.t. `params` only. `batch` is the raw global batch
-      (labels for supervised variants and online probes).
+      (labels for supervised variants and online probes). `metrics` should
+      include `PROBE_FEATURES`: the encoder's `pre_logits` of the first view.
   update_state(params, method_state, step) -> method_state
       Runs after the optimiser update (EMA teachers, prototype
       normalisation); identity for SimCLR.

@@ -22,9 +22,10 @@ come from its own forward passes, not from the EMA (byol `target_state`).
 Evaluation and export use the ONLINE encoder, as BYOL reports.
 
 Deviations: the target starts as a copy of the online network (BYOL draws it
-from another seed and reports no difference; moco-v3 and solo-learn copy);
-the online linear classifier BYOL trains alongside is left to jssl's
-separate probes.
+from another seed and reports no difference; moco-v3 and solo-learn copy).
+The linear classifier BYOL trains alongside on stop-gradient features is
+jssl's method-independent online probe (`config.online_probe`,
+`jssl.step.OnlineProbe`).
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def make(config, length=None) -> Method:
     h, p, z_t, new_state = common.online_target_forward(
         online, target_net, params, method_state, views)
     value = losses.byol(p[0], p[1], z_t[0], z_t[1])  # sg(z'_xi) inside too
-    metrics = {"repr_std": common.feature_std(h[0]),
+    metrics = {"repr_std": common.feature_std(h[0]), base.PROBE_FEATURES: h[0],
                "pred_std": common.feature_std(p[0]),
                # cos(q(z_1), z'_2): 1 - loss/4 per direction on average.
                "pos_cosine": common.mean_cosine(p[0], z_t[1]),

@@ -223,6 +223,7 @@ def make(config, length=None) -> Method:
         (teacher_out.astype(jnp.float32) - method_state["center"]) / tau_t, -1)
     metrics = {
         "repr_std": common.feature_std(h[:b]),
+        base.PROBE_FEATURES: h[:b],
         "teacher_temp": tau_t,
         # Collapse alarms (paper Fig. 7): teacher entropy -> 0 when one
         # dimension dominates, -> log K when the output is uniform.

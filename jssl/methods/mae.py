@@ -179,6 +179,9 @@ def make(config, length=None) -> Method:
         # Collapse alarm: per-dimension std of L2-normalised representations
         # (of the masked input here); ~1/sqrt(D) when spread, -> 0 if collapsed.
         "repr_std": common.feature_std(h),
+        # The probe sees the masked input's features: no second, unmasked
+        # encoder pass (solo-learn runs one; it costs ~4x the masked pass).
+        base.PROBE_FEATURES: h,
     }
     return value, (method_state, metrics)
 

@@ -158,6 +158,7 @@ def make(config, length=None) -> Method:
       q_pos, k_pos = q, k
     metrics = {
         "repr_std": common.feature_std(feats["pre_logits"]),
+        base.PROBE_FEATURES: feats["pre_logits"][:b],
         # Mean cosine of each query with its positive key.
         "pos_cosine": jnp.mean(jnp.sum(common.unit(q_pos) * common.unit(k_pos), -1)),
     }

@@ -73,7 +73,7 @@ def make(config, length=None) -> Method:
     h, q, k, new_state = common.online_target_forward(
         online, target_net, params, method_state, views)
     value = losses.mocov3(q[0], q[1], k[0], k[1], temperature=temperature)
-    metrics = {"repr_std": common.feature_std(h[0]),
+    metrics = {"repr_std": common.feature_std(h[0]), base.PROBE_FEATURES: h[0],
                "pos_cosine": common.mean_cosine(q[0], k[1]),
                "ema_momentum": momentum(step)}
     return value, (new_state, metrics)

@@ -57,6 +57,7 @@ def make(config, length=None) -> Method:
     feats, z, new_state = common.joint_forward(net, params, method_state, views)
     value = contrast(z[0], z[1])
     metrics = {"repr_std": common.feature_std(feats["pre_logits"]),
+               base.PROBE_FEATURES: feats["pre_logits"][:views[0].shape[0]],
                "pos_cosine": common.mean_cosine(z[0], z[1])}
     return value, (new_state, metrics)
 

@@ -27,8 +27,7 @@ Deviations from the official recipe, and why:
 from __future__ import annotations
 
 from jssl import losses
-from jssl.methods import common
-from jssl.methods import base
+from jssl.methods import base, common
 from jssl.methods.base import Method
 
 
@@ -56,7 +55,7 @@ def make(config, length=None) -> Method:
     # losses.simsiam applies the stop-gradient to z (the builder's
     # z.detach()): each branch is a fixed target for the other's predictor.
     value = losses.simsiam(p[0], p[1], z[0], z[1])
-    metrics = {"repr_std": common.feature_std(h[0]),
+    metrics = {"repr_std": common.feature_std(h[0]), base.PROBE_FEATURES: h[0],
                # Chen & He Fig. 2: std of the normalised projector output,
                # ~1/sqrt(P) when healthy, 0 when collapsed.
                "z_std": common.feature_std(z[0])}

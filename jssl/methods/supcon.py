@@ -66,7 +66,8 @@ def make(config, length=None) -> Method:
     features = jnp.swapaxes(z, 0, 1)  # [B, V, P]
     value = losses.supcon(features, labels, temperature=temperature,
                           base_temperature=base_temperature)
-    metrics = {"repr_std": common.feature_std(feats["pre_logits"])}
+    metrics = {"repr_std": common.feature_std(feats["pre_logits"]),
+               base.PROBE_FEATURES: feats["pre_logits"][:b]}
     return value, (new_state, metrics)
 
   return Method(init=init, loss=loss, update_state=base.keep_state,

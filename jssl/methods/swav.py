@@ -218,6 +218,7 @@ def make(config, length=None) -> Method:
     p = codes.astype(jnp.float32)
     metrics.update({
         "repr_std": common.feature_std(h[:b]),
+        base.PROBE_FEATURES: h[:b],
         # Collapse alarms: code entropy -> 0 when each sample is hard-assigned;
         # the number of prototypes any sample picks -> 1 under collapse.
         "code_entropy": jnp.mean(-jnp.sum(p * jnp.log(jnp.maximum(p, 1e-30)), -1)),

@@ -52,6 +52,7 @@ def make(config, length=None) -> Method:
     # Global arrays under jit: variance and covariance span the global batch.
     value, terms = losses.vicreg(z[0], z[1], **coeffs)
     metrics = {"repr_std": common.feature_std(feats["pre_logits"]),
+               base.PROBE_FEATURES: feats["pre_logits"][:views[0].shape[0]],
                "invariance": terms.invariance,
                "variance": terms.variance,
                "covariance": terms.covariance}

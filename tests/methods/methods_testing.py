@@ -31,9 +31,14 @@ def build(config, mesh, batch, *, total_steps: int = 10,
       frozen=method.frozen)
   view_fn = views_lib.make_view_fn(config.views, config.views.num_views)
   spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+  # The online probe as the run book configures it (on by default): every
+  # method must hand the step its first view's encoder features.
+  probe = step_lib.make_online_probe(config.get("online_probe"), num_classes=10,
+                                     total_steps=total_steps)
   init_fn, sh = step_lib.make_init(method, tx, view_fn, mesh, spec,
-                                   seed=config.seed)
-  train_step = step_lib.make_train_step(method, tx, view_fn, sched, mesh, sh)
+                                   seed=config.seed, probe=probe)
+  train_step = step_lib.make_train_step(method, tx, view_fn, sched, mesh, sh,
+                                        probe=probe)
   return method, init_fn, train_step
 
 
@@ -60,7 +65,10 @@ def assert_one_device_equals_eight(config, batches, *, rtol=2e-5,
                              rtol=rtol)
   for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params)):
     np.testing.assert_allclose(a, b, rtol=param_rtol, atol=atol)
-  for a, b in zip(jax.tree.leaves(s1.method_state),
-                  jax.tree.leaves(s8.method_state)):
+  for a, b in zip(jax.tree.leaves((s1.method_state, s1.probe)),
+                  jax.tree.leaves((s8.method_state, s8.probe))):
     np.testing.assert_allclose(a, b, rtol=param_rtol, atol=atol)
+  if "online_probe/loss" in h1[0]:
+    np.testing.assert_allclose([h["online_probe/loss"] for h in h1],
+                               [h["online_probe/loss"] for h in h8], rtol=1e-4)
   return (s1, h1), (s8, h8)

@@ -1,0 +1,61 @@
+"""The online linear probe: learns on stop-gradient features, leaves the
+encoder's training untouched, is configured with clear errors."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from jssl import models, sharding as shd, step as step_lib
+from jssl_testing import load_config
+import methods_testing as mt
+
+CFG = ml_collections.ConfigDict(dict(enabled=True, lr=0.1, momentum=0.9))
+
+
+def test_probe_fits_separable_features_and_sends_no_gradient():
+  probe = step_lib.make_online_probe(CFG, num_classes=3, total_steps=200)
+  rng = np.random.default_rng(0)
+  labels = jnp.asarray(rng.integers(0, 3, 96))
+  x = jnp.asarray(rng.normal(size=(96, 6)) * 0.3 + 2.0 * np.eye(6)[np.asarray(labels)])
+  state = step_lib._probe_init(probe, 6)  # pylint: disable=protected-access
+  step = jax.jit(lambda s, f: step_lib._probe_step(probe, s, f, labels))  # pylint: disable=protected-access
+  first = None
+  for _ in range(100):
+    state, m = step(state, x)
+    first = float(m["online_probe/loss"]) if first is None else first
+  assert float(m["online_probe/top1"]) == 1.0
+  assert float(m["online_probe/loss"]) < 0.2 * first
+  # The probe's loss sends nothing back to the features (stop_gradient).
+  g = jax.grad(lambda f: step_lib._probe_step(probe, state, f, labels)[1][  # pylint: disable=protected-access
+      "online_probe/loss"])(x)
+  assert float(jnp.max(jnp.abs(g))) == 0.0
+
+
+def test_probe_does_not_change_the_encoders_training():
+  config = load_config("configs/simclr.py:smoke")
+  batches = mt.digit_batches(config, 3)
+  mesh = shd.make_mesh()
+  s_on, h_on = mt.run_steps(config, mesh, batches)
+  config.online_probe.enabled = False
+  s_off, h_off = mt.run_steps(config, mesh, batches)
+  assert s_off.probe == {} and "online_probe/top1" not in h_off[0]
+  assert set(s_on.probe) == {"params", "opt_state"}
+  dim = models.feature_dim(config.model)
+  assert s_on.probe["params"]["kernel"].shape == (dim, 10)  # 10 digit classes
+  np.testing.assert_allclose([h["loss"] for h in h_on], [h["loss"] for h in h_off],
+                             rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(s_on.params), jax.tree.leaves(s_off.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  assert all(0.0 <= h["online_probe/top1"] <= 1.0 for h in h_on)
+
+
+def test_bad_probe_config():
+  bad = ml_collections.ConfigDict(dict(enabled=True, lr=0.1, lrr=0.2))
+  with pytest.raises(ValueError, match="unknown keys \\['lrr'\\]"):
+    step_lib.make_online_probe(bad, num_classes=10, total_steps=10)
+  with pytest.raises(ValueError, match=">= 2 classes"):
+    step_lib.make_online_probe(CFG, num_classes=1, total_steps=10)
+  off = ml_collections.ConfigDict(dict(enabled=False))
+  assert step_lib.make_online_probe(off, num_classes=10, total_steps=10) is None
+  assert step_lib.make_online_probe(None, num_classes=10, total_steps=10) is None
