@@ -1,0 +1,380 @@
+r"""Every standard probe of an exported encoder, as a JSON and a Markdown table.
+
+  python -m jssl.evaluate --export=WORKDIR/export --dataset=digits
+  python -m jssl.evaluate --export=DIR --dataset=cifar10 --data_dir=$HOME/tensorflow_datasets \
+      --protocols=linear,knn,fewshot --out=DIR/eval_cifar10
+
+One feature pass per split (the export's own preprocessing, on the default
+JAX device) feeds every protocol chosen with `--protocols` (default: all):
+
+  linear       cached-feature logistic regression, L2 chosen on a held-out split
+               (`jssl.evals.linear_probe`; the fast probe, not the augmented-crop
+               SGD protocol of the SimCLR / BYOL papers)
+  knn          weighted kNN, k=200, T=0.1 (InstDisc; `jssl.evals.knn`), train side
+               streamed so memory stays bounded
+  ncm          nearest class mean, cosine and Euclidean (`jssl.evals.ncm`)
+  gda          closed-form shrunk-covariance GDA, training-free (`jssl.evals.gda`)
+  fewshot      N-way K-shot episodes, ridge (big_vision) and NCM, mean +- 95% CI
+               (`jssl.evals.fewshot`)
+  moments      linear probe on first + second moments of ViT tokens or ResNet
+               feature maps (`jssl.evals.moments`)
+  diagnostics  RankMe, spectrum, uniformity, std collapse ratio, Vendi, NC1,
+               intra-class variance, class separation, on test features
+               (`jssl.evals.diagnostics`, at most --diagnostics_max examples)
+
+Writes `OUT/eval.json` (every number, with the settings), `OUT/eval.md` (the
+table) and, with matplotlib, `OUT/spectrum.png` and `OUT/projection.png`
+(`--plots=pca|tsne|''`). OUT defaults to `EXPORT/eval_<dataset>`. An existing
+`eval.json` there is not overwritten unless `--overwrite`.
+
+Datasets: `digits` (the offline quickstart data, at the export's input size)
+or any prepared TFDS image classification dataset (`--data_dir`; see
+`python -m jssl.data.offline` for offline preparation). Images are resized and
+centre-cropped on host with the export's `size` / `crop_fraction`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Iterable, Iterator, Optional, Sequence
+
+import jax
+import numpy as np
+
+PROTOCOLS = ("linear", "knn", "ncm", "gda", "fewshot", "moments", "diagnostics")
+# Spatial outputs the moments protocol can use, in order of preference.
+TOKEN_OUTPUTS = ("tokens", "feature_map")
+
+
+class Split:
+  """Features of one split: `pre_logits` `[N, D]`, labels `[N]`, and the
+  spatial output `[N, T, D]` / `[N, h, w, C]` when the moments probe needs it."""
+
+  def __init__(self, features: np.ndarray, labels: np.ndarray,
+               tokens: Optional[np.ndarray] = None):
+    self.features, self.labels, self.tokens = features, labels, tokens
+
+
+def parse_protocols(spec: str | Sequence[str]) -> tuple[str, ...]:
+  names = ([p.strip() for p in spec.split(",") if p.strip()]
+           if isinstance(spec, str) else list(spec))
+  if not names or names == ["all"]:
+    return PROTOCOLS
+  unknown = [p for p in names if p not in PROTOCOLS]
+  if unknown:
+    raise ValueError(f"unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)} or 'all'")
+  return tuple(dict.fromkeys(names))
+
+
+# --------------------------------------------------------------------------
+# Data.
+
+def _array_batches(images: np.ndarray, labels: np.ndarray,
+                   batch_size: int) -> Iterator[dict]:
+  for i in range(0, len(images), batch_size):
+    yield {"image": images[i:i + batch_size], "label": labels[i:i + batch_size],
+           "mask": np.ones(len(images[i:i + batch_size]), bool)}
+
+
+def dataset_batches(dataset: str, *, size: int, crop_fraction: float,
+                    data_dir: Optional[str], batch_size: int,
+                    splits: tuple[str, str] = ("train", "test")):
+  """`(num_classes, {split: batch iterator})` of host-prepared uint8 images
+  `[b, size, size, C]` with `label` and `mask` (padding rows are False)."""
+  if dataset == "digits":
+    from jssl.data import digits  # pylint: disable=import-outside-toplevel
+    arrays = digits.load_arrays("digits", size=size)
+    by_split = {"train": (arrays.train_images, arrays.train_labels),
+                "test": (arrays.test_images, arrays.test_labels)}
+    bad = [k for k in splits if k not in by_split]
+    if bad:
+      raise ValueError(f"digits has splits {sorted(by_split)}, not {bad}")
+    return arrays.num_classes, {
+        s: _array_batches(*by_split[k], batch_size)
+        for s, k in zip(("train", "test"), splits)}
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ImportError(f"--dataset={dataset} is a TFDS dataset, which needs "
+                      "tensorflow-datasets (pip install 'jssl[tf]'); "
+                      "--dataset=digits works without it") from e
+  from jssl.data import tfds_source  # pylint: disable=import-outside-toplevel
+  try:
+    builder = tfds.builder(dataset, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(f"--dataset={dataset!r} is neither 'digits' nor a TFDS dataset: "
+                     f"{str(e).splitlines()[0]}") from None
+  if not builder.is_prepared():
+    raise tfds_source._not_prepared(dataset, data_dir)  # pylint: disable=protected-access
+  num_classes = builder.info.features["label"].num_classes
+  return num_classes, {
+      s: tfds_source.tfds_eval_batches(
+          dataset, k, data_dir=data_dir, batch_size_per_process=batch_size,
+          image_size=size, crop_fraction=crop_fraction, process_index=0,
+          process_count=1)
+      for s, k in zip(("train", "test"), splits)}
+
+
+def extract(encoder, batches: Iterable[dict], *, tokens: Optional[str] = None) -> Split:
+  """One pass of the loaded encoder over host-prepared batches (already at
+  the export's size, so the on-device transform only normalises)."""
+  from jssl.data import views  # pylint: disable=import-outside-toplevel
+  pp = encoder.preprocess_config
+  keys = ("pre_logits",) + ((tokens,) if tokens else ())
+
+  @jax.jit
+  def fn(variables, images):
+    x = views.eval_preprocess(images, size=pp["size"], mean=pp["mean"],
+                              std=pp["std"], crop_fraction=1.0)
+    out = encoder.module.apply(variables, x, train=False)
+    return {k: out[k] for k in keys}
+
+  feats, toks, labels = [], [], []
+  for batch in batches:
+    images = encoder._check(batch["image"])  # pylint: disable=protected-access
+    out = jax.device_get(fn(encoder.variables, jax.device_put(images, encoder.device)))
+    keep = np.asarray(batch["mask"], bool)
+    feats.append(np.asarray(out["pre_logits"], np.float32)[keep])
+    labels.append(np.asarray(batch["label"], np.int32)[keep])
+    if tokens:
+      toks.append(np.asarray(out[tokens], np.float32)[keep])
+  if not feats:
+    raise ValueError("the split yielded no examples")
+  return Split(np.concatenate(feats), np.concatenate(labels),
+               np.concatenate(toks) if tokens else None)
+
+
+def token_output(encoder) -> str:
+  """The spatial output the moments probe uses ('tokens' of a ViT,
+  'feature_map' of a ResNet), or a clear error when the export has none."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  pp = encoder.preprocess_config
+  spec = jax.eval_shape(
+      lambda v, x: encoder.module.apply(v, x, train=False), encoder.variables,
+      jax.ShapeDtypeStruct((1, pp["size"], pp["size"], encoder.channels), jnp.float32))
+  for k in TOKEN_OUTPUTS:
+    if k in spec and len(spec[k].shape) in (3, 4):
+      return k
+  raise ValueError(
+      f"the moments protocol needs token or feature-map outputs {TOKEN_OUTPUTS}; "
+      f"this export's encoder ({encoder.model_config.get('name')}) gives only "
+      f"{sorted(spec)}. Drop 'moments' from --protocols.")
+
+
+# --------------------------------------------------------------------------
+# Protocols.
+
+def _fewshot_settings(train_y, test_y, num_classes, shots, n_way, n_query):
+  """Shots / way / query clipped to what the data allows (logged in the JSON)."""
+  smallest_train = int(np.bincount(train_y, minlength=num_classes).min())
+  smallest_test = int(np.bincount(test_y, minlength=num_classes).min())
+  usable = tuple(k for k in shots if k <= smallest_train)
+  return usable, min(n_way, num_classes), min(n_query, smallest_test)
+
+
+def run_protocols(train: Split, test: Split, *, num_classes: int,
+                  protocols: Sequence[str], shots: Sequence[int] = (1, 5, 10, 25),
+                  n_way: int = 5, n_query: int = 15, n_episodes: int = 100,
+                  diagnostics_max: int = 4096, knn_train_chunk: int = 8192,
+                  seed: int = 0) -> dict:
+  """Runs the chosen protocols on cached features; returns a JSON-able dict
+  (accuracies as fractions in [0, 1]) with each protocol's seconds."""
+  from jssl.evals import diagnostics as diag_lib  # pylint: disable=import-outside-toplevel
+  from jssl.evals import fewshot as fewshot_lib  # pylint: disable=import-outside-toplevel
+  from jssl.evals import gda as gda_lib  # pylint: disable=import-outside-toplevel
+  from jssl.evals import knn as knn_lib  # pylint: disable=import-outside-toplevel
+  from jssl.evals import linear_probe as linear_lib  # pylint: disable=import-outside-toplevel
+  from jssl.evals import moments as moments_lib  # pylint: disable=import-outside-toplevel
+  from jssl.evals import ncm as ncm_lib  # pylint: disable=import-outside-toplevel
+
+  args = (train.features, train.labels, test.features, test.labels)
+  out: dict = {}
+  timings: dict = {}
+  for name in protocols:
+    t0 = time.time()
+    if name == "linear":
+      r = linear_lib.linear_probe(*args, num_classes=num_classes, seed=seed)
+      out[name] = {k: r[k] for k in ("top1", "top5", "l2") if k in r}
+    elif name == "knn":
+      r = knn_lib.knn_accuracy(*args, num_classes=num_classes,
+                               train_chunk_size=min(knn_train_chunk, len(train.labels)))
+      out[name] = {"top1": r["top1"], "top5": r["top5"], "k": r["k"], "temperature": 0.1}
+    elif name == "ncm":
+      out[name] = {m: ncm_lib.ncm_accuracy(*args, num_classes=num_classes, metric=m)
+                   for m in ("cosine", "euclidean")}
+    elif name == "gda":
+      out[name] = gda_lib.gda_accuracy(*args, num_classes=num_classes)
+    elif name == "fewshot":
+      usable, way, query = _fewshot_settings(train.labels, test.labels, num_classes,
+                                             shots, n_way, n_query)
+      if not usable:
+        raise ValueError(f"few-shot: every K in {list(shots)} exceeds the smallest "
+                         "train class")
+      r = fewshot_lib.fewshot_accuracy(*args, num_classes=num_classes, shots=usable,
+                                       n_way=way, n_query=query, n_episodes=n_episodes)
+      out[name] = {c: {str(k): {kk: v[kk] for kk in ("mean", "ci95")}
+                       for k, v in r[c].items()}
+                   for c in r if c != "config"}
+      out[name]["config"] = r["config"]
+    elif name == "moments":
+      if train.tokens is None or test.tokens is None:
+        raise ValueError("moments: features were extracted without tokens")
+      # moment_probe's default r = 64, at most the token width.
+      r = moments_lib.moment_probe(train.tokens, train.labels, test.tokens, test.labels,
+                                   num_classes=num_classes,
+                                   dim=min(64, int(train.tokens.shape[-1])))
+      out[name] = {k: r[k] for k in ("top1", "top5", "l2", "feature_dim") if k in r}
+    elif name == "diagnostics":
+      x, y = test.features, test.labels
+      if len(x) > diagnostics_max:
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), diagnostics_max,
+                                                          replace=False))
+        x, y = x[keep], y[keep]
+      r = jax.device_get(diag_lib.diagnostics(x, y, num_classes=num_classes))
+      out[name] = {k: float(v) for k, v in r.items() if np.ndim(v) == 0}
+      out[name]["examples"] = int(len(x))
+    timings[name] = round(time.time() - t0, 2)
+  out["seconds"] = timings
+  return _jsonable(out)
+
+
+def _jsonable(x):
+  if isinstance(x, dict):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, (np.generic, np.ndarray)) or hasattr(x, "dtype"):
+    x = np.asarray(x)
+    return x.item() if x.ndim == 0 else x.tolist()
+  return x
+
+
+def _pct(v) -> str:
+  return f"{100 * v:.2f}"
+
+
+def markdown(report: dict) -> str:
+  """The results as a Markdown table (accuracies in %)."""
+  r = report["results"]
+  lines = [f"# {report['export']} on {report['dataset']}", "",
+           f"{report['num_train']} train / {report['num_test']} test examples, "
+           f"{report['num_classes']} classes, feature dim {report['feature_dim']}, "
+           f"{report['device']}.", "",
+           "| protocol | setting | top-1 (%) | top-5 (%) |", "|---|---|---|---|"]
+
+  def row(protocol, setting, d):
+    top5 = _pct(d["top5"]) if "top5" in d else ""
+    lines.append(f"| {protocol} | {setting} | {_pct(d['top1'])} | {top5} |")
+
+  if "linear" in r:
+    row("linear (cached features)", f"L2 {r['linear']['l2']:.3g}", r["linear"])
+  if "knn" in r:
+    row("kNN", f"k={r['knn']['k']}, T=0.1", r["knn"])
+  if "ncm" in r:
+    for m in ("cosine", "euclidean"):
+      row("NCM", m, r["ncm"][m])
+  if "gda" in r:
+    row("GDA (training-free)", f"shrinkage {r['gda']['shrinkage']:.3g}", r["gda"])
+  if "moments" in r:
+    row("moment probe", f"{r['moments']['feature_dim']}-d moments", r["moments"])
+  if "fewshot" in r:
+    cfg = r["fewshot"]["config"]
+    for clf, by_k in r["fewshot"].items():
+      if clf == "config":
+        continue
+      for k, v in by_k.items():
+        lines.append(f"| few-shot {clf} | {cfg['n_way']}-way {k}-shot, "
+                     f"{cfg['n_episodes']} episodes x {len(cfg['seeds'])} seeds | "
+                     f"{_pct(v['mean'])} +- {_pct(v['ci95'])} | |")
+  if "diagnostics" in r:
+    d = r["diagnostics"]
+    lines += ["", f"Diagnostics on {d['examples']} test features:", "",
+              "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" for k, v in d.items() if k != "examples"]
+  lines += ["", "Seconds per protocol: "
+            + ", ".join(f"{k} {v}" for k, v in r["seconds"].items()), ""]
+  return "\n".join(lines)
+
+
+def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
+                    data_dir: Optional[str] = None,
+                    protocols: str | Sequence[str] = "all", batch_size: int = 256,
+                    plots: str = "pca", overwrite: bool = False,
+                    splits: tuple[str, str] = ("train", "test"), **protocol_kwargs) -> dict:
+  """Loads `export`, extracts features of `dataset`, runs `protocols`, writes
+  `eval.json`, `eval.md` (and plots) to `out`; returns the report dict."""
+  from jssl import export as export_lib  # pylint: disable=import-outside-toplevel
+  from jssl import plots as plots_lib  # pylint: disable=import-outside-toplevel
+  protocols = parse_protocols(protocols)
+  if plots and plots not in plots_lib.PROJECTIONS:
+    raise ValueError(f"--plots={plots!r}: one of {plots_lib.PROJECTIONS} or ''")
+  out = out or os.path.join(export, f"eval_{dataset.replace('/', '_')}")
+  if os.path.exists(os.path.join(out, "eval.json")) and not overwrite:
+    raise FileExistsError(f"{out}/eval.json exists; pass --overwrite or another --out")
+  encoder = export_lib.load_encoder(export, device=jax.devices()[0])
+  tokens = token_output(encoder) if "moments" in protocols else None
+  pp = encoder.preprocess_config
+  num_classes, batches = dataset_batches(
+      dataset, size=int(pp["size"]), crop_fraction=float(pp.get("crop_fraction", 1.0)),
+      data_dir=data_dir, batch_size=batch_size, splits=splits)
+  t0 = time.time()
+  train = extract(encoder, batches["train"], tokens=tokens)
+  test = extract(encoder, batches["test"], tokens=tokens)
+  t_feat = round(time.time() - t0, 2)
+  results = run_protocols(train, test, num_classes=num_classes, protocols=protocols,
+                          **protocol_kwargs)
+  results["seconds"]["features"] = t_feat
+  report = {"export": os.path.abspath(export), "dataset": dataset,
+            "splits": list(splits), "num_train": int(len(train.labels)),
+            "num_test": int(len(test.labels)), "num_classes": int(num_classes),
+            "feature_dim": int(train.features.shape[1]),
+            "device": f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind})",
+            "provenance": encoder.provenance, "protocols": list(protocols),
+            "results": results}
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "eval.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  with open(os.path.join(out, "eval.md"), "w") as f:
+    f.write(markdown(report))
+  if plots:
+    written = [plots_lib.spectrum(test.features, os.path.join(out, "spectrum.png")),
+               plots_lib.projection(test.features, test.labels,
+                                    os.path.join(out, "projection.png"), method=plots)]
+    report["plots"] = [p for p in written if p]
+  return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  import argparse  # pylint: disable=import-outside-toplevel
+  p = argparse.ArgumentParser(prog="python -m jssl.evaluate",
+                              description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--export", required=True, help="an export directory (WORKDIR/export)")
+  p.add_argument("--dataset", required=True, help="'digits' or a prepared TFDS dataset")
+  p.add_argument("--data_dir", default=None, help="TFDS data dir")
+  p.add_argument("--train_split", default="train")
+  p.add_argument("--test_split", default="test")
+  p.add_argument("--protocols", default="all",
+                 help=f"comma-separated subset of {','.join(PROTOCOLS)}, or 'all'")
+  p.add_argument("--out", default=None, help="output dir (default EXPORT/eval_DATASET)")
+  p.add_argument("--batch_size", type=int, default=256)
+  p.add_argument("--shots", default="1,5,10,25", help="few-shot K values")
+  p.add_argument("--n_way", type=int, default=5)
+  p.add_argument("--n_episodes", type=int, default=100)
+  p.add_argument("--plots", default="pca", help="'pca', 'tsne' or '' (none)")
+  p.add_argument("--overwrite", action="store_true")
+  a = p.parse_args(argv)
+  report = evaluate_export(
+      a.export, a.dataset, out=a.out, data_dir=a.data_dir, protocols=a.protocols,
+      batch_size=a.batch_size, plots=a.plots, overwrite=a.overwrite,
+      splits=(a.train_split, a.test_split),
+      shots=tuple(int(k) for k in a.shots.split(",") if k), n_way=a.n_way,
+      n_episodes=a.n_episodes)
+  print(markdown(report))
+  out = a.out or os.path.join(a.export, f"eval_{a.dataset.replace('/', '_')}")
+  print(f"wrote {out}/eval.json and eval.md")
+
+
+if __name__ == "__main__":
+  main()

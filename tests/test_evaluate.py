@@ -1,0 +1,104 @@
+"""`python -m jssl.evaluate`: every protocol on an exported encoder, JSON +
+Markdown + plots, and its bad-input errors."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jssl import evaluate, export, models
+from jssl.data import digits
+from jssl.evals import knn, linear_probe
+
+
+def _export(path, model_cfg, size=16):
+  module = models.make_encoder(model_cfg)
+  variables = module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False)
+  mean, std = digits.digits_mean_std(size)
+  return export.export_encoder(
+      str(path), variables=variables, model_config=dict(model_cfg),
+      preprocess={"size": size, "mean": list(mean), "std": list(std),
+                  "crop_fraction": 1.0, "channels": 3},
+      provenance={"method": "random-init test"})
+
+
+@pytest.fixture(scope="module")
+def resnet_export(tmp_path_factory):
+  return _export(tmp_path_factory.mktemp("exp") / "export",
+                 {"name": "resnet_tiny", "stem": "cifar"})
+
+
+def test_all_protocols_write_json_markdown_and_plots(resnet_export, tmp_path):
+  out = str(tmp_path / "eval")
+  evaluate.main([f"--export={resnet_export}", "--dataset=digits", f"--out={out}",
+                 "--shots=1,5", "--n_episodes=10"])
+  with open(os.path.join(out, "eval.json")) as f:
+    report = json.load(f)
+  r = report["results"]
+  assert report["num_train"] == 1347 and report["num_test"] == 450
+  assert report["num_classes"] == 10 and report["protocols"] == list(evaluate.PROTOCOLS)
+  for name in ("linear", "knn", "gda", "moments"):
+    assert 0.0 <= r[name]["top1"] <= r[name]["top5"] <= 1.0, name
+  for metric in ("cosine", "euclidean"):
+    assert 0.0 <= r["ncm"][metric]["top1"] <= 1.0
+  assert set(r["fewshot"]["ridge"]) == {"1", "5"}
+  assert r["fewshot"]["config"]["n_episodes"] == 10
+  assert 1.0 <= r["diagnostics"]["rankme"] <= report["feature_dim"]
+  assert set(r["seconds"]) == set(evaluate.PROTOCOLS) | {"features"}
+  # Random-init features on 10 balanced classes: far above chance (0.1) already.
+  assert r["linear"]["top1"] > 0.3
+
+  md = open(os.path.join(out, "eval.md")).read()
+  assert "| kNN | k=200, T=0.1 |" in md and "few-shot ridge | 5-way 5-shot" in md
+  assert f"{100 * r['linear']['top1']:.2f}" in md
+  for png in ("spectrum.png", "projection.png"):
+    with open(os.path.join(out, png), "rb") as f:
+      assert f.read(4) == b"\x89PNG"
+
+  # Never silently overwritten.
+  with pytest.raises(FileExistsError, match="--overwrite"):
+    evaluate.main([f"--export={resnet_export}", "--dataset=digits", f"--out={out}",
+                   "--protocols=knn"])
+
+
+def test_numbers_equal_the_probes_on_the_loaded_encoder(resnet_export, tmp_path):
+  # The CLI's feature pass equals `load_encoder(...)(raw images)`, and its
+  # numbers are the library probes' on those features.
+  rep = evaluate.evaluate_export(resnet_export, "digits", out=str(tmp_path / "e"),
+                                 protocols="linear,knn", plots="")
+  enc = export.load_encoder(resnet_export)
+  d = digits.load_arrays("digits", size=16)
+  tr, te = enc(d.train_images), enc(d.test_images)
+  k = knn.knn_accuracy(tr, d.train_labels, te, d.test_labels, num_classes=10)
+  lin = linear_probe.linear_probe(tr, d.train_labels, te, d.test_labels, num_classes=10)
+  assert rep["results"]["knn"]["top1"] == pytest.approx(k["top1"], abs=1 / 450)
+  assert rep["results"]["linear"]["top1"] == pytest.approx(lin["top1"], abs=2 / 450)
+  assert rep["feature_dim"] == enc.dim
+
+
+def test_vit_tokens_feed_the_moment_probe(tmp_path):
+  path = _export(tmp_path / "vit", {"name": "vit_test", "patch_size": 4})
+  enc = export.load_encoder(path)
+  assert evaluate.token_output(enc) == "tokens"
+  rep = evaluate.evaluate_export(path, "digits", out=str(tmp_path / "e"),
+                                 protocols=["moments"], plots="")
+  assert 0.0 <= rep["results"]["moments"]["top1"] <= 1.0
+
+
+def test_bad_input_is_named(resnet_export, tmp_path):
+  with pytest.raises(ValueError, match="unknown protocol.*'lineer'"):
+    evaluate.parse_protocols("knn,lineer")
+  assert evaluate.parse_protocols("all") == evaluate.PROTOCOLS
+  with pytest.raises(FileNotFoundError, match="not a jssl export"):
+    evaluate.evaluate_export(str(tmp_path), "digits", out=str(tmp_path / "e"))
+  with pytest.raises(ValueError, match="--plots"):
+    evaluate.evaluate_export(resnet_export, "digits", out=str(tmp_path / "e"),
+                             plots="umap")
+  with pytest.raises(ValueError, match="digits has splits"):
+    evaluate.evaluate_export(resnet_export, "digits", out=str(tmp_path / "e"),
+                             splits=("train", "validation"), protocols="knn")
+  pytest.importorskip("tensorflow_datasets")
+  with pytest.raises(ValueError, match="neither 'digits' nor a TFDS dataset"):
+    evaluate.evaluate_export(resnet_export, "no_such_dataset_xyz",
+                             out=str(tmp_path / "e"), protocols="knn")
