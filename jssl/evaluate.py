@@ -326,6 +326,7 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
                           **protocol_kwargs)
   results["seconds"]["features"] = t_feat
   report = {"export": os.path.abspath(export), "dataset": dataset,
+            "out": os.path.abspath(out),
             "splits": list(splits), "num_train": int(len(train.labels)),
             "num_test": int(len(test.labels)), "num_classes": int(num_classes),
             "feature_dim": int(train.features.shape[1]),
@@ -372,8 +373,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
       shots=tuple(int(k) for k in a.shots.split(",") if k), n_way=a.n_way,
       n_episodes=a.n_episodes)
   print(markdown(report))
-  out = a.out or os.path.join(a.export, f"eval_{a.dataset.replace('/', '_')}")
-  print(f"wrote {out}/eval.json and eval.md")
+  print(f"wrote {report['out']}/eval.json and eval.md")
 
 
 if __name__ == "__main__":
