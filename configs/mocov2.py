@@ -10,9 +10,8 @@ quickstart  Offline: scikit-learn's digits at 16 px (1347 train / 450 test),
             training images, so an image's own stale key is rarely a negative.
             Quickstart-only deviations (see the comment in get_config): BN in
             the head's hidden layer, LARS, key momentum 0.9 -> 0.99.
-            Measured (200 steps, 2-core CPU shared with ~7 other jobs, load
-            ~15: 42 min wall, 25 img/s; 6 min of CPU time): linear top-1
-            90.2% (random-init encoder 80.9%), kNN 62.2% (44.7%).
+            Measured (2 idle CPU cores, README "Zoo" table): 237 s wall,
+            linear top-1 90.2% (random-init encoder 80.9%), kNN 62.2% (44.7%).
 
 cifar10     ResNet-18 (CIFAR stem) on TFDS `cifar10`, solo-learn's MoCo v2+
             recipe (vturrisi/solo-learn `scripts/pretrain/cifar/

@@ -8,11 +8,9 @@ quickstart  Offline digits (1347 train / 450 test, 16 px), half-width
             prototypes, Sinkhorn epsilon 0.02, LARS:
               python -m jssl.main --config=configs/swav.py:quickstart \
                   --workdir=/tmp/jssl_swav
-            Measured (2 CPU cores shared with ~7 other jobs, load ~15):
+            Measured (2 idle CPU cores, README "Zoo" table): 200 s wall,
             linear top-1 96.7% (random-init encoder 76.2%), kNN 77.3%
-            (random init 42.0%); 749 s training + 80 s compile at 76 img/s,
-            5 min of CPU time. On idle cores it costs about a SimCLR
-            quickstart (~3 min; not measured idle).
+            (random init 42.0%).
 
 cifar10     SwAV ResNet-18 (CIFAR stem) on TFDS `cifar10`, solo-learn's CIFAR
             recipe (vturrisi/solo-learn `scripts/pretrain/cifar/swav.yaml` +

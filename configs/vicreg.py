@@ -6,9 +6,8 @@ quickstart  Offline: scikit-learn's digits at 16 px (1347 train / 450 test),
             half-width ResNet-10, 200 steps of 256 images, on 2 CPU cores:
               python -m jssl.main --config=configs/vicreg.py:quickstart \
                   --workdir=/tmp/jssl_vicreg
-            Measured (2-core CPU shared with ~7 other jobs, load ~15: 34 min
-            wall, 32 img/s, 5 min of CPU time): linear top-1 98.4% (random-init
-            encoder 76.2%), kNN 92.2% (42.0%). Expander 512-512, LARS lr
+            Measured (2 idle CPU cores, README "Zoo" table): 198 s wall, linear
+            top-1 98.4% (random-init encoder 76.2%), kNN 92.2% (42.0%). Expander 512-512, LARS lr
             0.5 x B/256 (eta 0.02), 2 warm-up epochs.
 
 cifar10     ResNet-18 (CIFAR stem) on TFDS `cifar10`, solo-learn's recipe

@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jssl import losses, models, schedules
+from jssl import losses, models
 from jssl.methods import base, common
 from jssl.methods.base import Method
 from jssl.models import dino_head
@@ -242,11 +242,9 @@ def make(config, length=None) -> Method:
 
   def update_state(params, method_state, step):
     # After the optimiser step at iteration `step`: momentum_schedule[it].
-    lam = momentum(step)
-    teacher = method_state["teacher"]
-    return dict(method_state, teacher={
-        "params": schedules.ema_update(teacher["params"], params, lam),
-        "batch_stats": teacher["batch_stats"]})
+    # Parameters only; the teacher's BN statistics come from its own passes.
+    return dict(method_state, teacher=common.target_update(
+        params, method_state["teacher"], momentum(step)))
 
   def encoder_variables(params, method_state):
     """The TEACHER encoder: what DINO evaluates and releases."""
