@@ -79,7 +79,7 @@ class Encoder:
 
   def __init__(self, module, variables, model_config: dict, preprocess: dict,
                provenance: dict, device: jax.Device):
-    from jssl.data import views  # pylint: disable=import-outside-toplevel
+    from jssl.evals import features  # pylint: disable=import-outside-toplevel
     self.module = module
     self.model_config = model_config
     self.preprocess_config = preprocess
@@ -87,14 +87,7 @@ class Encoder:
     self.device = device
     self.variables = jax.device_put(variables, device)
     pp = dict(preprocess)
-
-    def features(variables, images):
-      x = views.eval_preprocess(images, size=pp["size"], mean=pp["mean"],
-                                std=pp["std"],
-                                crop_fraction=pp.get("crop_fraction", 1.0))
-      return module.apply(variables, x, train=False)
-
-    self._features = jax.jit(features)
+    self._features = jax.jit(features.preprocessed_apply(module, pp))
     self.channels = int(preprocess.get("channels", 3))
     spec = jax.eval_shape(self._features, self.variables, jax.ShapeDtypeStruct(
         (1, pp["size"], pp["size"], self.channels), jnp.uint8))

@@ -55,6 +55,11 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   # train-batch accuracy logged with the loss (jssl.step.OnlineProbe).
   c.online_probe = ml_collections.ConfigDict(
       dict(enabled=True, lr=0.1, momentum=0.9))
+  # Representation diagnostics of the first view's encoder features in the
+  # step (jssl.step.Diagnostics): RankMe, uniformity, std ratio with a
+  # collapse warning, Vendi, NC1, ... logged as diag/* every `every_steps`
+  # steps (0: at every log step).
+  c.diagnostics = ml_collections.ConfigDict(dict(enabled=True, every_steps=0))
   c.checkpoint = ml_collections.ConfigDict(
       dict(every_steps=1000, keep=3, use_async=True))
   c.export = ml_collections.ConfigDict(dict(enabled=True))

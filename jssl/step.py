@@ -76,6 +76,51 @@ def _probe_step(probe: OnlineProbe, state: dict, features, labels):
           {"online_probe/top1": top1, "online_probe/loss": loss})
 
 
+class Diagnostics(NamedTuple):
+  """Representation diagnostics (`jssl.evals.diagnostics`) of the first view's
+  encoder features, computed inside the step on steps `every, 2 * every, ...`
+  and the last one (`total_steps`), NaN on the others: RankMe, uniformity,
+  per-dimension std ratio (collapse), Vendi and, with labels in the batch, NC1,
+  intra-class variance and class separation. Logged as `diag/<name>`."""
+  every: int
+  total_steps: int
+  num_classes: Optional[int] = None
+
+
+def make_diagnostics(cfg, *, every: int, total_steps: int,
+                     num_classes: Optional[int]) -> Optional[Diagnostics]:
+  """From `config.diagnostics` (`enabled`; `every_steps`, 0 = the log
+  cadence `every`). None when disabled."""
+  if cfg is None or not cfg.get("enabled", False):
+    return None
+  unknown = sorted(set(cfg) - {"enabled", "every_steps"})
+  if unknown:
+    raise ValueError(f"config.diagnostics has unknown keys {unknown}; expected "
+                     "enabled, every_steps")
+  n = int(cfg.get("every_steps", 0)) or int(every)
+  if n < 1:
+    raise ValueError(f"diagnostics every_steps must be >= 1, got {n}")
+  return Diagnostics(n, int(total_steps), num_classes)
+
+
+def _diagnostics_metrics(diag: Diagnostics, step, features, labels) -> dict:
+  from jssl.evals import diagnostics as diag_lib  # pylint: disable=import-outside-toplevel
+  x = jax.lax.stop_gradient(features).astype(jnp.float32)
+  if labels is not None and diag.num_classes is None:
+    labels = None
+
+  def compute(_):
+    out = diag_lib.diagnostics(x, labels, num_classes=diag.num_classes)
+    return {f"diag/{k}": v.astype(jnp.float32) for k, v in out.items()
+            if k != "spectrum"}
+
+  nan = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype),
+                     jax.eval_shape(compute, None))
+  done = step + 1
+  due = (done % diag.every == 0) | (done == diag.total_steps)
+  return jax.lax.cond(due, compute, lambda _: nan, None)
+
+
 def _threefry_not_partitionable(fn):
   """Traces `fn` with the classic (non-partitionable) threefry lowering.
 
@@ -137,12 +182,14 @@ def make_init(method: Method, tx: optax.GradientTransformation,
 
 def make_train_step(method: Method, tx: optax.GradientTransformation,
                     view_fn: ViewFn, schedule: optax.Schedule, mesh,
-                    state_shardings: Any, probe: Optional[OnlineProbe] = None):
+                    state_shardings: Any, probe: Optional[OnlineProbe] = None,
+                    diagnostics: Optional[Diagnostics] = None):
   """Returns `step(state, batch) -> (state, metrics)`, jitted and donating.
 
   With `probe` (and a state built by `make_init(..., probe=probe)`), the
   online linear probe takes one step on the loss's `PROBE_FEATURES` and
-  `batch['label']`, and its metrics join the step's.
+  `batch['label']`, and its metrics join the step's. With `diagnostics`, the
+  same features give `diag/*` metrics on the steps it names (NaN elsewhere).
   """
 
   @_threefry_not_partitionable
@@ -176,6 +223,12 @@ def make_train_step(method: Method, tx: optax.GradientTransformation,
       probe_state, probe_metrics = _probe_step(probe, state.probe, features,
                                                batch["label"])
       metrics.update(probe_metrics)
+    if diagnostics is not None:
+      if features is None:
+        raise ValueError(f"diagnostics need the method's loss to return "
+                         f"metrics[{PROBE_FEATURES!r}] (encoder features)")
+      metrics.update(_diagnostics_metrics(diagnostics, state.step, features,
+                                          batch.get("label")))
     metrics = dict(metrics, loss=loss, lr=schedule(state.step),
                    grad_norm=optax.global_norm(grads),
                    param_norm=optax.global_norm(params))

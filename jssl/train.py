@@ -22,11 +22,13 @@ import numpy as np
 from jssl import checkpoint as ckpt_lib
 from jssl import export as export_lib
 from jssl import methods
+from jssl import models
 from jssl import plots as plots_lib
 from jssl import schedules
 from jssl import sharding as shd
 from jssl import step as step_lib
 from jssl.data import views as views_lib
+from jssl.evals import diagnostics as diag_lib
 from jssl.evals import features as features_lib
 from jssl.evals import knn as knn_lib
 from jssl.evals import linear_probe as linear_lib
@@ -149,11 +151,7 @@ def evaluate(method, state, data: Datasets, mesh, config, *,
   # (`tfds_eval_batches`); cropping them again would keep crop_fraction^2.
   crop = 1.0 if config.data.source == "tfds" else pp["crop_fraction"]
 
-  def encode(variables, images):
-    x = views_lib.eval_preprocess(images, size=pp["size"], mean=pp["mean"],
-                                  std=pp["std"], crop_fraction=crop)
-    return method.encoder.apply(variables, x, train=False)
-
+  encode = features_lib.preprocessed_apply(method.encoder, pp, crop_fraction=crop)
   fn = features_lib.make_feature_fn(encode, mesh)
   variables = method.encoder_variables(state.params, state.method_state)
   t0 = time.time()
@@ -194,8 +192,11 @@ def run(config, workdir: str) -> dict:
   init_fn, state_sh = step_lib.make_init(method, tx, view_fn, mesh,
                                          data.batch_spec, seed=config.seed,
                                          probe=probe)
+  diag = step_lib.make_diagnostics(config.get("diagnostics"),
+                                   every=config.log_every_steps, total_steps=steps,
+                                   num_classes=data.num_classes)
   train_step = step_lib.make_train_step(method, tx, view_fn, schedule, mesh,
-                                        state_sh, probe=probe)
+                                        state_sh, probe=probe, diagnostics=diag)
   ckpt = ckpt_lib.Checkpointer(workdir, every_steps=config.checkpoint.every_steps,
                                keep=config.checkpoint.keep,
                                use_async=config.checkpoint.use_async)
@@ -234,14 +235,23 @@ def run(config, workdir: str) -> dict:
       steps_per_s = meter.lap()
       eta = (steps - done) / steps_per_s if steps_per_s else float("nan")
       ips = config.batch_size * steps_per_s
-      log.write(done, {**{k: float(v) for k, v in metrics.items()},
-                       "images_per_sec": ips, "epoch": done / steps_per_epoch})
-      online = metrics.get("online_probe/top1")
-      log.info(f"step {done}/{steps} | loss {float(metrics['loss']):.4f} | "
-               + (f"online probe {float(online):.3f} | " if online is not None
-                  else "")
-               + f"lr {float(metrics['lr']):.3g} | {ips:.0f} img/s | "
+      # Diagnostics are NaN on the steps they skip: not logged there.
+      row = {k: float(v) for k, v in metrics.items()
+             if not (k.startswith("diag/") and np.isnan(v))}
+      log.write(done, {**row, "images_per_sec": ips,
+                       "epoch": done / steps_per_epoch})
+      online, rankme = row.get("online_probe/top1"), row.get("diag/rankme")
+      log.info(f"step {done}/{steps} | loss {row['loss']:.4f} | "
+               + (f"online probe {online:.3f} | " if online is not None else "")
+               + (f"RankMe {rankme:.1f} | " if rankme is not None else "")
+               + f"lr {row['lr']:.3g} | {ips:.0f} img/s | "
                f"ETA {_fmt_secs(eta)}")
+      ratio = row.get("diag/feature_std_ratio")
+      if ratio is not None and diag_lib.collapse_ratio_warning(
+          ratio, models.feature_dim(config.model)):
+        log.info(f"WARNING step {done}: representation collapse? feature std "
+                 f"ratio {ratio:.3g} < {diag_lib.COLLAPSE_THRESHOLD} (about 1 "
+                 "when features spread over the sphere; jssl.evals.diagnostics)")
     if done % config.checkpoint.every_steps == 0 or done == steps:
       # Only on save steps: Orbax's first save() call costs seconds even for
       # steps it skips. Checkpointing is not counted as training time.

@@ -86,7 +86,14 @@ def collapse_warning(std, dim, *, threshold=COLLAPSE_THRESHOLD):
   Returns:
     True when `sqrt(dim) * mean(std) < threshold` (a warning was logged), else False.
   """
-  ratio = math.sqrt(dim) * float(np.mean(np.asarray(std)))
+  return collapse_ratio_warning(math.sqrt(dim) * float(np.mean(np.asarray(std))), dim,
+                                threshold=threshold)
+
+
+def collapse_ratio_warning(ratio, dim, *, threshold=COLLAPSE_THRESHOLD):
+  """`collapse_warning` given the ratio itself (the `feature_std_ratio` that
+  `diagnostics` returns and training logs as `diag/feature_std_ratio`)."""
+  ratio = float(ratio)
   if ratio < threshold:
     logging.warning(
         "Representation collapse: sqrt(D) * mean per-dimension std of the normalised "

@@ -5,13 +5,38 @@ per evaluation whatever the number of protocols (DESIGN convention 10).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
 from jssl import sharding as shd
+
+
+def preprocessed_apply(module, preprocess: dict, *, crop_fraction: Optional[float] = None,
+                       keys: Optional[Sequence[str]] = None):
+  """`fn(variables, images_uint8) -> {name: array}`: the inference transform
+  then the encoder, the one feature function of training-time evaluation,
+  `jssl.evaluate` and exported encoders.
+
+  `preprocess` holds `size`, `mean`, `std` (and `crop_fraction`), as an export
+  records them; `jssl.data.views.eval_preprocess` resizes, centre-crops
+  (`crop_fraction`, default the preprocess's own; pass 1.0 for images already
+  cropped on host) and normalises, then `module.apply(..., train=False)`.
+  `keys` keeps only those outputs (default: all).
+  """
+  from jssl.data import views  # pylint: disable=import-outside-toplevel
+  crop = float(preprocess.get("crop_fraction", 1.0) if crop_fraction is None
+               else crop_fraction)
+  size, mean, std = int(preprocess["size"]), preprocess["mean"], preprocess["std"]
+
+  def fn(variables, images):
+    x = views.eval_preprocess(images, size=size, mean=mean, std=std, crop_fraction=crop)
+    out = module.apply(variables, x, train=False)
+    return out if keys is None else {k: out[k] for k in keys}
+
+  return fn
 
 
 def make_feature_fn(encode: Callable[[Any, jax.Array], dict], mesh, *,

@@ -37,8 +37,11 @@ def build(config, mesh, batch, *, total_steps: int = 10,
                                      total_steps=total_steps)
   init_fn, sh = step_lib.make_init(method, tx, view_fn, mesh, spec,
                                    seed=config.seed, probe=probe)
+  # And the in-step diagnostics, on every other step as with log_every=2.
+  diag = step_lib.make_diagnostics(config.get("diagnostics"), every=2,
+                                   total_steps=total_steps, num_classes=10)
   train_step = step_lib.make_train_step(method, tx, view_fn, sched, mesh, sh,
-                                        probe=probe)
+                                        probe=probe, diagnostics=diag)
   return method, init_fn, train_step
 
 
@@ -71,4 +74,8 @@ def assert_one_device_equals_eight(config, batches, *, rtol=2e-5,
   if "online_probe/loss" in h1[0]:
     np.testing.assert_allclose([h["online_probe/loss"] for h in h1],
                                [h["online_probe/loss"] for h in h8], rtol=1e-4)
+  for key in ("diag/rankme", "diag/uniformity"):
+    if key in h1[0]:  # NaN on the skipped steps, on both meshes
+      np.testing.assert_allclose([h[key] for h in h1], [h[key] for h in h8],
+                                 rtol=1e-3)
   return (s1, h1), (s8, h8)

@@ -1,5 +1,6 @@
-"""The online linear probe: learns on stop-gradient features, leaves the
-encoder's training untouched, is configured with clear errors."""
+"""The online linear probe and the in-step diagnostics: computed from
+stop-gradient features, they leave the encoder's training untouched, and are
+configured with clear errors."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -59,3 +60,36 @@ def test_bad_probe_config():
   off = ml_collections.ConfigDict(dict(enabled=False))
   assert step_lib.make_online_probe(off, num_classes=10, total_steps=10) is None
   assert step_lib.make_online_probe(None, num_classes=10, total_steps=10) is None
+
+
+def test_diagnostics_come_on_due_steps_and_change_nothing():
+  config = load_config("configs/simclr.py:smoke")
+  batches = mt.digit_batches(config, 3)
+  mesh = shd.make_mesh()
+  # build(): every 2 steps and the last (total_steps=3).
+  s_on, h_on = mt.run_steps(config, mesh, batches, total_steps=3)
+  config.diagnostics.enabled = False
+  s_off, h_off = mt.run_steps(config, mesh, batches, total_steps=3)
+  assert not any(k.startswith("diag/") for k in h_off[0])
+  keys = {"diag/rankme", "diag/uniformity", "diag/feature_std_ratio", "diag/vendi",
+          "diag/nc1", "diag/intra_class_variance", "diag/class_separation"}
+  assert keys <= set(h_on[0])
+  assert np.isnan(h_on[0]["diag/rankme"])          # step 1: not due
+  dim = models.feature_dim(config.model)
+  for h in h_on[1:]:                                # step 2 (every 2), step 3 (last)
+    assert 1.0 <= h["diag/rankme"] <= dim and 0.0 < h["diag/feature_std_ratio"] <= 1.0
+  np.testing.assert_allclose([h["loss"] for h in h_on], [h["loss"] for h in h_off],
+                             rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(s_on.params), jax.tree.leaves(s_off.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_bad_diagnostics_config():
+  bad = ml_collections.ConfigDict(dict(enabled=True, every=5))
+  with pytest.raises(ValueError, match="unknown keys \\['every'\\]"):
+    step_lib.make_diagnostics(bad, every=10, total_steps=10, num_classes=10)
+  off = ml_collections.ConfigDict(dict(enabled=False))
+  assert step_lib.make_diagnostics(off, every=10, total_steps=10, num_classes=10) is None
+  on = ml_collections.ConfigDict(dict(enabled=True, every_steps=0))
+  assert step_lib.make_diagnostics(on, every=25, total_steps=200,
+                                   num_classes=10).every == 25
