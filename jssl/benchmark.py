@@ -82,9 +82,12 @@ def benchmark_step(config) -> dict:
   t0 = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
   t_compile = time.perf_counter() - t0
+  if _WARMUP.value < 0 or _STEPS.value < 1:
+    raise ValueError(f"--warmup must be >= 0 and --steps >= 1, got "
+                     f"{_WARMUP.value} and {_STEPS.value}")
   for _ in range(_WARMUP.value):
-    state, m = compiled(state, batch)
-  jax.block_until_ready(m)
+    state, _ = compiled(state, batch)
+  jax.block_until_ready(state)
   times = []
   cpu0 = time.process_time()
   for _ in range(_STEPS.value):

@@ -5,7 +5,8 @@ r"""Every standard probe of an exported encoder, as a JSON and a Markdown table.
       --protocols=linear,knn,fewshot --out=DIR/eval_cifar10
 
 One feature pass per split (the export's own preprocessing, on the default
-JAX device) feeds every protocol chosen with `--protocols` (default: all):
+JAX device) feeds the cached-feature protocols; `--protocols` picks them
+(default `features`: all of these):
 
   linear       cached-feature logistic regression, L2 chosen on a held-out split
                (`jssl.evals.linear_probe`; the fast probe, not the augmented-crop
@@ -21,6 +22,18 @@ JAX device) feeds every protocol chosen with `--protocols` (default: all):
   diagnostics  RankMe, spectrum, uniformity, std collapse ratio, Vendi, NC1,
                intra-class variance, class separation, on test features
                (`jssl.evals.diagnostics`, at most --diagnostics_max examples)
+
+Two more protocols train through the encoder on augmented crops, as the
+papers' tables do (`jssl.evals.finetune`; minutes to hours, so only when
+named, or with `--protocols=all`), data-parallel over every local device:
+
+  linear_sgd   frozen encoder, linear classifier trained with SGD / LARS on
+               random resized crops + flips (`--linear_preset`: simclr | mae)
+  finetune     encoder + classifier fine-tuned on class-balanced 1% / 10% of
+               the train labels (`--label_fractions`, `--finetune_preset`)
+
+`--train_epochs`, `--train_batch_size`, `--train_lr` (base lr, scaled by
+B/256) override the presets' epochs / batch / lr for both.
 
 Writes `OUT/eval.json` (every number, with the settings), `OUT/eval.md` (the
 table) and, with matplotlib, `OUT/spectrum.png` and `OUT/projection.png`
@@ -43,6 +56,8 @@ import jax
 import numpy as np
 
 PROTOCOLS = ("linear", "knn", "ncm", "gda", "fewshot", "moments", "diagnostics")
+# Protocols that train through the encoder on augmented crops (jssl.evals.finetune).
+TRAINED_PROTOCOLS = ("linear_sgd", "finetune")
 # Spatial outputs the moments protocol can use, in order of preference.
 TOKEN_OUTPUTS = ("tokens", "feature_map")
 
@@ -57,13 +72,19 @@ class Split:
 
 
 def parse_protocols(spec: str | Sequence[str]) -> tuple[str, ...]:
+  """'features' (or empty): the cached-feature protocols; 'all': those and
+  the trained ones; else a comma-separated list of names."""
   names = ([p.strip() for p in spec.split(",") if p.strip()]
            if isinstance(spec, str) else list(spec))
-  if not names or names == ["all"]:
+  if not names or names == ["features"]:
     return PROTOCOLS
-  unknown = [p for p in names if p not in PROTOCOLS]
+  if names == ["all"]:
+    return PROTOCOLS + TRAINED_PROTOCOLS
+  known = PROTOCOLS + TRAINED_PROTOCOLS
+  unknown = [p for p in names if p not in known]
   if unknown:
-    raise ValueError(f"unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)} or 'all'")
+    raise ValueError(f"unknown protocol(s) {unknown}; choose from {list(known)}, "
+                     "'features' or 'all'")
   return tuple(dict.fromkeys(names))
 
 
@@ -119,16 +140,10 @@ def dataset_batches(dataset: str, *, size: int, crop_fraction: float,
 def extract(encoder, batches: Iterable[dict], *, tokens: Optional[str] = None) -> Split:
   """One pass of the loaded encoder over host-prepared batches (already at
   the export's size, so the on-device transform only normalises)."""
-  from jssl.data import views  # pylint: disable=import-outside-toplevel
-  pp = encoder.preprocess_config
+  from jssl.evals import features  # pylint: disable=import-outside-toplevel
   keys = ("pre_logits",) + ((tokens,) if tokens else ())
-
-  @jax.jit
-  def fn(variables, images):
-    x = views.eval_preprocess(images, size=pp["size"], mean=pp["mean"],
-                              std=pp["std"], crop_fraction=1.0)
-    out = encoder.module.apply(variables, x, train=False)
-    return {k: out[k] for k in keys}
+  fn = jax.jit(features.preprocessed_apply(encoder.module, encoder.preprocess_config,
+                                           crop_fraction=1.0, keys=keys))
 
   feats, toks, labels = [], [], []
   for batch in batches:
@@ -239,6 +254,77 @@ def run_protocols(train: Split, test: Split, *, num_classes: int,
   return _jsonable(out)
 
 
+def run_trained(encoder, dataset: str, protocols: Sequence[str], *,
+                data_dir: Optional[str] = None, splits: tuple[str, str] = ("train", "test"),
+                batch_size: int = 256, linear_preset: str = "simclr",
+                finetune_preset: str = "simclr",
+                label_fractions: Sequence[float] = (0.01, 0.1),
+                overrides: Optional[dict] = None, log=print) -> dict:
+  """Runs the trained protocols (`TRAINED_PROTOCOLS`) on `encoder`'s module
+  and variables; returns `{'linear_sgd': {...}, 'finetune': {'0.01': {...}}}`
+  (`jssl.evals.finetune.train_classifier` results)."""
+  from jssl.evals import finetune  # pylint: disable=import-outside-toplevel
+  pp = encoder.preprocess_config
+  size, crop = int(pp["size"]), float(pp.get("crop_fraction", 1.0))
+  overrides = dict(overrides or {})
+  jobs = []
+  if "linear_sgd" in protocols:
+    jobs.append(("linear_sgd", None, finetune.protocol_config(
+        "linear", linear_preset, **overrides)))
+  if "finetune" in protocols:
+    if not label_fractions:
+      raise ValueError("finetune: no --label_fractions given")
+    for frac in label_fractions:
+      jobs.append(("finetune", float(frac), finetune.protocol_config(
+          "finetune", finetune_preset, label_fraction=float(frac), **overrides)))
+  if not jobs:
+    return {}
+
+  if dataset == "digits":
+    from jssl.data import digits  # pylint: disable=import-outside-toplevel
+    arrays = digits.load_arrays("digits", size=size)
+    if splits[0] != "train":
+      raise ValueError(f"digits trains on split 'train', not {splits[0]!r}")
+    labels = arrays.train_labels
+
+    def train_data(cfg, indices):
+      del cfg
+      return finetune.array_train_data(arrays.train_images, arrays.train_labels, indices)
+  else:
+    from jssl.data import tfds_source  # pylint: disable=import-outside-toplevel
+    labels = None
+
+    def train_data(cfg, indices):
+      return finetune.tfds_train_data(
+          dataset, split=splits[0], data_dir=data_dir, image_size=size,
+          crop_scale=tuple(cfg.crop_scale), crop_ratio=tuple(cfg.crop_ratio),
+          indices=indices)
+
+  out: dict = {}
+  for name, frac, cfg in jobs:
+    indices = None
+    if frac is not None and frac < 1.0:
+      if labels is None:
+        labels = tfds_source.split_labels(dataset, splits[0], data_dir)
+      indices = finetune.label_subset(labels, frac, seed=int(cfg.seed))
+    num_classes, batches = dataset_batches(
+        dataset, size=size, crop_fraction=crop, data_dir=data_dir,
+        batch_size=batch_size, splits=splits)
+    what = name if frac is None else f"{name} on {100 * frac:g}% of the labels"
+    log(f"{what}: training ({cfg.epochs:g} epochs, batch <= {cfg.batch_size})")
+    r = finetune.train_classifier(
+        encoder.module, encoder.variables, train_data(cfg, indices), batches["test"],
+        num_classes=num_classes, preprocess=pp, cfg=cfg, log=log)
+    r["preset"] = linear_preset if frac is None else finetune_preset
+    log(f"{what}: top-1 {100 * r['top1']:.2f}% after {r['steps']} steps "
+        f"({r['seconds']:.0f} s)")
+    if frac is None:
+      out[name] = r
+    else:
+      out.setdefault(name, {})[f"{frac:g}"] = r
+  return out
+
+
 def _jsonable(x):
   if isinstance(x, dict):
     return {str(k): _jsonable(v) for k, v in x.items()}
@@ -278,6 +364,14 @@ def markdown(report: dict) -> str:
     row("GDA (training-free)", f"shrinkage {r['gda']['shrinkage']:.3g}", r["gda"])
   if "moments" in r:
     row("moment probe", f"{r['moments']['feature_dim']}-d moments", r["moments"])
+  if "linear_sgd" in r:
+    d = r["linear_sgd"]
+    row("linear (augmented crops)", f"{d['preset']} protocol, {d['epochs']:.3g} epochs, batch "
+        f"{d['batch_size']}, lr {d['lr']:.3g}", d)
+  for frac, d in r.get("finetune", {}).items():
+    row(f"fine-tune, {100 * float(frac):g}% labels", f"{d['preset']} protocol, "
+        f"{d['num_train']} examples, "
+        f"{d['epochs']:.3g} epochs, batch {d['batch_size']}, lr {d['lr']:.3g}", d)
   if "fewshot" in r:
     cfg = r["fewshot"]["config"]
     for clf, by_k in r["fewshot"].items():
@@ -301,9 +395,15 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
                     data_dir: Optional[str] = None,
                     protocols: str | Sequence[str] = "all", batch_size: int = 256,
                     plots: str = "pca", overwrite: bool = False,
-                    splits: tuple[str, str] = ("train", "test"), **protocol_kwargs) -> dict:
+                    splits: tuple[str, str] = ("train", "test"),
+                    trained_kwargs: Optional[dict] = None, log=print,
+                    **protocol_kwargs) -> dict:
   """Loads `export`, extracts features of `dataset`, runs `protocols`, writes
-  `eval.json`, `eval.md` (and plots) to `out`; returns the report dict."""
+  `eval.json`, `eval.md` (and plots) to `out`; returns the report dict.
+
+  `trained_kwargs` go to `run_trained` (presets, label fractions, overrides);
+  `protocol_kwargs` to `run_protocols`.
+  """
   from jssl import export as export_lib  # pylint: disable=import-outside-toplevel
   from jssl import plots as plots_lib  # pylint: disable=import-outside-toplevel
   protocols = parse_protocols(protocols)
@@ -322,9 +422,17 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
   train = extract(encoder, batches["train"], tokens=tokens)
   test = extract(encoder, batches["test"], tokens=tokens)
   t_feat = round(time.time() - t0, 2)
-  results = run_protocols(train, test, num_classes=num_classes, protocols=protocols,
+  cached = [p for p in protocols if p in PROTOCOLS]
+  results = run_protocols(train, test, num_classes=num_classes, protocols=cached,
                           **protocol_kwargs)
   results["seconds"]["features"] = t_feat
+  trained = [p for p in protocols if p in TRAINED_PROTOCOLS]
+  if trained:
+    t0 = time.time()
+    results.update(_jsonable(run_trained(
+        encoder, dataset, trained, data_dir=data_dir, splits=splits,
+        batch_size=batch_size, log=log, **(trained_kwargs or {}))))
+    results["seconds"]["trained"] = round(time.time() - t0, 2)
   report = {"export": os.path.abspath(export), "dataset": dataset,
             "out": os.path.abspath(out),
             "splits": list(splits), "num_train": int(len(train.labels)),
@@ -356,8 +464,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   p.add_argument("--data_dir", default=None, help="TFDS data dir")
   p.add_argument("--train_split", default="train")
   p.add_argument("--test_split", default="test")
-  p.add_argument("--protocols", default="all",
-                 help=f"comma-separated subset of {','.join(PROTOCOLS)}, or 'all'")
+  p.add_argument("--protocols", default="features",
+                 help=f"comma-separated subset of {','.join(PROTOCOLS + TRAINED_PROTOCOLS)}; "
+                      "'features' (default): the cached-feature ones; 'all': every one")
   p.add_argument("--out", default=None, help="output dir (default EXPORT/eval_DATASET)")
   p.add_argument("--batch_size", type=int, default=256)
   p.add_argument("--shots", default="1,5,10,25", help="few-shot K values")
@@ -365,11 +474,34 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   p.add_argument("--n_episodes", type=int, default=100)
   p.add_argument("--plots", default="pca", help="'pca', 'tsne' or '' (none)")
   p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--linear_preset", default="simclr", help="linear_sgd: simclr | mae")
+  p.add_argument("--finetune_preset", default="simclr", help="finetune: simclr")
+  p.add_argument("--label_fractions", default="0.01,0.1",
+                 help="finetune: label fractions in (0, 1]")
+  p.add_argument("--train_epochs", type=float, default=None,
+                 help="linear_sgd / finetune: epochs (default: the preset's)")
+  p.add_argument("--train_batch_size", type=int, default=None,
+                 help="linear_sgd / finetune: global batch (default: the preset's)")
+  p.add_argument("--train_lr", type=float, default=None,
+                 help="linear_sgd / finetune: base lr, scaled by B/256 (default: preset)")
+  p.add_argument("--log_every_steps", type=int, default=50,
+                 help="linear_sgd / finetune: progress every N steps (0: quiet)")
   a = p.parse_args(argv)
+  overrides = {"log_every_steps": a.log_every_steps}
+  if a.train_epochs is not None:
+    overrides["epochs"] = a.train_epochs
+  if a.train_batch_size is not None:
+    overrides["batch_size"] = a.train_batch_size
+  if a.train_lr is not None:
+    overrides["optimizer"] = {"base_lr": a.train_lr}
+  trained_kwargs = dict(
+      linear_preset=a.linear_preset, finetune_preset=a.finetune_preset,
+      label_fractions=tuple(float(f) for f in a.label_fractions.split(",") if f),
+      overrides=overrides)
   report = evaluate_export(
       a.export, a.dataset, out=a.out, data_dir=a.data_dir, protocols=a.protocols,
       batch_size=a.batch_size, plots=a.plots, overwrite=a.overwrite,
-      splits=(a.train_split, a.test_split),
+      splits=(a.train_split, a.test_split), trained_kwargs=trained_kwargs,
       shots=tuple(int(k) for k in a.shots.split(",") if k), n_way=a.n_way,
       n_episodes=a.n_episodes)
   print(markdown(report))

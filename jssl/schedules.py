@@ -134,7 +134,8 @@ def is_kernel(params: Any) -> Any:
 
 _OPTIMIZER_KEYS = ("name", "base_lr", "lr_scaling", "weight_decay",
                    "weight_decay_end", "momentum", "trust_coefficient",
-                   "warmup_epochs", "min_lr", "grad_clip_norm", "b1", "b2")
+                   "warmup_epochs", "min_lr", "grad_clip_norm", "b1", "b2",
+                   "nesterov")
 
 
 def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
@@ -146,7 +147,8 @@ def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
   Fields: `name` ('lars' | 'sgd' | 'adamw'), `base_lr`, `lr_scaling`,
   `weight_decay` (and optional `weight_decay_end`: cosine from one to the
   other over the run, DINO), `warmup_epochs`, `min_lr` (cosine floor, 0),
-  `momentum`, `trust_coefficient` (LARS eta), `b1`/`b2` (AdamW),
+  `momentum` (and `nesterov`, SGD only: Nesterov momentum as in SimCLR's
+  linear evaluation / fine-tuning), `trust_coefficient` (LARS eta), `b1`/`b2` (AdamW),
   `grad_clip_norm` (0 = off). `frozen`: see `freeze` (from the method).
   """
   unknown = sorted(set(cfg.keys()) - set(_OPTIMIZER_KEYS))
@@ -161,6 +163,8 @@ def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
   if cfg.get("weight_decay_end", None) is not None:
     wd = cosine_between(cfg.weight_decay, cfg.weight_decay_end, total_steps)
   name = cfg.name
+  if cfg.get("nesterov", False) and name != "sgd":
+    raise ValueError(f"optimizer.nesterov is an SGD option; optimizer.name={name!r}")
   if name == "lars":
     # optax.lars, with a weight decay that may follow a schedule.
     tx = optax.chain(
@@ -173,7 +177,8 @@ def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
   elif name == "sgd":
     tx = optax.chain(
         _decayed_weights(wd, is_kernel),
-        optax.sgd(schedule, momentum=cfg.get("momentum", 0.9)))
+        optax.sgd(schedule, momentum=cfg.get("momentum", 0.9),
+                  nesterov=bool(cfg.get("nesterov", False))))
   elif name == "adamw":
     # optax.adamw (decoupled decay, scaled by the LR), schedulable decay.
     tx = optax.chain(

@@ -77,6 +77,30 @@ def test_numbers_equal_the_probes_on_the_loaded_encoder(resnet_export, tmp_path)
   assert rep["feature_dim"] == enc.dim
 
 
+def test_trained_protocols_from_the_cli(resnet_export, tmp_path):
+  # The papers' augmented-crop linear evaluation and 10%-label fine-tuning,
+  # one epoch each (the numbers are checked in tests/evals/test_finetune.py).
+  out = str(tmp_path / "trained")
+  lines = []
+  rep = evaluate.evaluate_export(
+      resnet_export, "digits", out=out, protocols="linear_sgd,finetune", plots="",
+      log=lines.append, trained_kwargs=dict(
+          label_fractions=(0.1,), overrides=dict(epochs=1, batch_size=128)))
+  r = rep["results"]
+  assert set(r) == {"linear_sgd", "finetune", "seconds"}
+  lin, ft = r["linear_sgd"], r["finetune"]["0.1"]
+  assert lin["num_train"] == 1347 and lin["batch_size"] == 128 and lin["steps"] == 10
+  # 13-14 per class: round(0.1 * n_c) of each digit class.
+  assert ft["num_train"] == 136 and ft["batch_size"] == 128 and ft["steps"] == 1
+  assert lin["lr"] == pytest.approx(0.1 * 128 / 256) and ft["lr"] == pytest.approx(0.025)
+  for d in (lin, ft):
+    assert 0.0 <= d["top1"] <= d["top5"] <= 1.0 and d["num_test"] == 450
+  md = open(os.path.join(out, "eval.md")).read()
+  assert "| linear (augmented crops) | simclr protocol, 1 epochs, batch 128" in md
+  assert "| fine-tune, 10% labels | simclr protocol, 136 examples" in md
+  assert any("linear_sgd: top-1" in line for line in lines)
+
+
 def test_vit_tokens_feed_the_moment_probe(tmp_path):
   path = _export(tmp_path / "vit", {"name": "vit_test", "patch_size": 4})
   enc = export.load_encoder(path)
@@ -89,7 +113,13 @@ def test_vit_tokens_feed_the_moment_probe(tmp_path):
 def test_bad_input_is_named(resnet_export, tmp_path):
   with pytest.raises(ValueError, match="unknown protocol.*'lineer'"):
     evaluate.parse_protocols("knn,lineer")
-  assert evaluate.parse_protocols("all") == evaluate.PROTOCOLS
+  assert evaluate.parse_protocols("features") == evaluate.PROTOCOLS
+  assert evaluate.parse_protocols("all") == (evaluate.PROTOCOLS
+                                             + evaluate.TRAINED_PROTOCOLS)
+  with pytest.raises(ValueError, match="unknown linear preset 'byol'"):
+    evaluate.main([f"--export={resnet_export}", "--dataset=digits",
+                   f"--out={tmp_path / 'p'}", "--protocols=linear_sgd",
+                   "--linear_preset=byol"])
   with pytest.raises(FileNotFoundError, match="not a jssl export"):
     evaluate.evaluate_export(str(tmp_path), "digits", out=str(tmp_path / "e"))
   with pytest.raises(ValueError, match="--plots"):

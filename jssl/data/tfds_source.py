@@ -73,6 +73,7 @@ def tfds_train_batches(name: str, split: str = "train", *, data_dir: Optional[st
                        local_crop_scale: Sequence[float] = (0.05, 0.14),
                        seed: int = 0, start_step: int = 0, shuffle_buffer: int = 10_000,
                        image_key: str = "image", label_key: str = "label",
+                       example_indices: Optional[Sequence[int]] = None,
                        process_index: Optional[int] = None,
                        process_count: Optional[int] = None) -> Iterator[Batch]:
   """Infinite training batches of this process's shard of a TFDS split.
@@ -95,6 +96,9 @@ def tfds_train_batches(name: str, split: str = "train", *, data_dir: Optional[st
     seed, start_step: seed the shuffles and crops; see the module doc on resume.
     shuffle_buffer: examples in the shuffle buffer.
     image_key, label_key: feature names.
+    example_indices: train only on these positions of `split` (in its file
+      order, as `split_labels` reads it), e.g. a label-fraction subset from
+      `jssl.evals.finetune.label_subset`; one process only.
     process_index, process_count: default to `jax.process_index()/count()`.
 
   Yields:
@@ -110,14 +114,30 @@ def tfds_train_batches(name: str, split: str = "train", *, data_dir: Optional[st
   from jssl.data import tf_ops  # pylint: disable=g-import-not-at-top
 
   base = resume_seed(seed, start_step)
+  if example_indices is not None:
+    import jax  # pylint: disable=g-import-not-at-top
+    count = jax.process_count() if process_count is None else process_count
+    if count != 1:
+      raise ValueError(f"example_indices select rows of the whole split; got "
+                       f"{count} processes (use one)")
+    keep = np.unique(np.asarray(example_indices, np.int64))
+    if keep.size == 0:
+      raise ValueError("example_indices is empty")
   subsplit = tfds.split_for_jax_process(split, process_index=process_index,
                                         process_count=process_count)
   builder, ds = _as_dataset(
-      name, data_dir, split=subsplit, shuffle_files=True,
+      name, data_dir, split=subsplit,
+      # A subset is addressed by position, so the files keep their order.
+      shuffle_files=example_indices is None,
       # Decode after the shuffle: the buffer then holds compressed bytes.
       decoders={image_key: tfds.decode.SkipDecoding()},
       read_config=tfds.ReadConfig(shuffle_seed=base))
   decode = builder.info.features[image_key].decode_example
+  if example_indices is not None:
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(keep), tf.ones_like(keep, tf.int64)),
+        default_value=0)
+    ds = ds.enumerate().filter(lambda i, ex: table.lookup(i) > 0).map(lambda i, ex: ex)
   ds = ds.map(lambda ex: {"image": ex[image_key], "label": ex[label_key]})
   ds = ds.shuffle(shuffle_buffer, seed=base, reshuffle_each_iteration=True).repeat()
   # Example i of this run gets the stateless seed (base, i): crops are a pure
@@ -150,6 +170,25 @@ def tfds_train_batches(name: str, split: str = "train", *, data_dir: Optional[st
   ds = ds.batch(batch_size_per_process, drop_remainder=True)
   ds = ds.prefetch(tf.data.AUTOTUNE)
   return iter(tfds.as_numpy(ds))
+
+
+def split_size(name: str, split: str, data_dir: Optional[str]) -> int:
+  """Number of examples of a prepared TFDS split (slicing allowed)."""
+  _, ds = _as_dataset(name, data_dir, split=split, shuffle_files=False)
+  n = int(ds.cardinality())
+  if n < 0:
+    raise ValueError(f"{name}[{split}]: unknown number of examples")
+  return n
+
+
+def split_labels(name: str, split: str, data_dir: Optional[str], *,
+                 label_key: str = "label", image_key: str = "image") -> np.ndarray:
+  """The labels of a TFDS split in file order (images are not decoded)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  _, ds = _as_dataset(name, data_dir, split=split, shuffle_files=False,
+                      decoders={image_key: tfds.decode.SkipDecoding()})
+  ds = ds.map(lambda ex: ex[label_key]).batch(4096)
+  return np.concatenate([np.asarray(b) for b in tfds.as_numpy(ds)]).astype(np.int32)
 
 
 def tfds_eval_batches(name: str, split: str = "test", *, data_dir: Optional[str],

@@ -12,6 +12,10 @@
                                                 and NCM, mean +- 95% interval
   moments.moment_probe / moments.moment_features   linear probe on first + second
                                                 moments of tokens / feature maps
+  finetune.train_classifier                     the papers' trained protocols on augmented
+                                                crops: linear evaluation (frozen encoder,
+                                                SimCLR / MAE presets) and label-fraction
+                                                fine-tuning (1% / 10%, SimCLR preset)
   diagnostics.diagnostics / collapse_warning    alignment, uniformity, RankMe, spectrum,
                                                 std collapse check, Vendi, NC1,
                                                 intra-class variance, class separation
