@@ -61,7 +61,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jssl import losses, models, schedules
+from jssl import losses, schedules
 from jssl.methods import base, common
 from jssl.methods.base import Method, require_length
 
@@ -100,15 +100,13 @@ def make(config, length=None) -> Method:
                      "config.projector.last_bn=False")
   momentum = momentum_schedule(config, length)
   dim = int(config.projector.out_dim)
-  encoder = models.make_encoder(config.model)
-  net = common.EncoderProjector(encoder=encoder,
-                         projector=models.make_projector(config.projector))
+  encoder, net, net_init = common.build_joint(config)
   num_queues = 2 if symmetric else 1
 
   def init(key, views):
     k_net, k_queue = jax.random.split(key)
-    variables = net.init(k_net, views[0], train=True)
-    params, batch_stats = variables["params"], variables["batch_stats"]
+    params, net_state = net_init(k_net, views)
+    batch_stats = net_state["batch_stats"]
     queues = tuple(
         losses.QueueState(
             queue=common.unit(jax.random.normal(k, (queue_size, dim), jnp.float32)),
