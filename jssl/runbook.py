@@ -58,7 +58,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   # Representation diagnostics of the first view's encoder features in the
   # step (jssl.step.Diagnostics): RankMe, uniformity, std ratio with a
   # collapse warning, Vendi, NC1, ... logged as diag/* every `every_steps`
-  # steps (0: at every log step).
+  # steps (0: at every log step; else a multiple of log_every_steps).
   c.diagnostics = ml_collections.ConfigDict(dict(enabled=True, every_steps=0))
   c.checkpoint = ml_collections.ConfigDict(
       dict(every_steps=1000, keep=3, use_async=True))

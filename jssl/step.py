@@ -90,7 +90,9 @@ class Diagnostics(NamedTuple):
 def make_diagnostics(cfg, *, every: int, total_steps: int,
                      num_classes: Optional[int]) -> Optional[Diagnostics]:
   """From `config.diagnostics` (`enabled`; `every_steps`, 0 = the log
-  cadence `every`). None when disabled."""
+  cadence `every`, else a multiple of it: metrics are read only on log
+  steps, so diagnostics of other steps would be computed and never seen).
+  None when disabled."""
   if cfg is None or not cfg.get("enabled", False):
     return None
   unknown = sorted(set(cfg) - {"enabled", "every_steps"})
@@ -100,6 +102,9 @@ def make_diagnostics(cfg, *, every: int, total_steps: int,
   n = int(cfg.get("every_steps", 0)) or int(every)
   if n < 1:
     raise ValueError(f"diagnostics every_steps must be >= 1, got {n}")
+  if n % int(every):
+    raise ValueError(f"config.diagnostics.every_steps={n} must be a multiple of "
+                     f"log_every_steps={every}: metrics are read on log steps only")
   return Diagnostics(n, int(total_steps), num_classes)
 
 

@@ -93,3 +93,10 @@ def test_bad_diagnostics_config():
   on = ml_collections.ConfigDict(dict(enabled=True, every_steps=0))
   assert step_lib.make_diagnostics(on, every=25, total_steps=200,
                                    num_classes=10).every == 25
+  sparse = ml_collections.ConfigDict(dict(enabled=True, every_steps=100))
+  assert step_lib.make_diagnostics(sparse, every=25, total_steps=200,
+                                   num_classes=10).every == 100
+  odd = ml_collections.ConfigDict(dict(enabled=True, every_steps=30))
+  with pytest.raises(ValueError, match="every_steps=30 must be a multiple of "
+                     "log_every_steps=25"):
+    step_lib.make_diagnostics(odd, every=25, total_steps=200, num_classes=10)
