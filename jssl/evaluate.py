@@ -254,31 +254,40 @@ def run_protocols(train: Split, test: Split, *, num_classes: int,
   return _jsonable(out)
 
 
-def run_trained(encoder, dataset: str, protocols: Sequence[str], *,
-                data_dir: Optional[str] = None, splits: tuple[str, str] = ("train", "test"),
-                batch_size: int = 256, linear_preset: str = "simclr",
-                finetune_preset: str = "simclr",
-                label_fractions: Sequence[float] = (0.01, 0.1),
-                overrides: Optional[dict] = None, log=print) -> dict:
-  """Runs the trained protocols (`TRAINED_PROTOCOLS`) on `encoder`'s module
-  and variables; returns `{'linear_sgd': {...}, 'finetune': {'0.01': {...}}}`
-  (`jssl.evals.finetune.train_classifier` results)."""
+def trained_jobs(protocols: Sequence[str], *, linear_preset: str = "simclr",
+                 finetune_preset: str = "simclr",
+                 label_fractions: Sequence[float] = (0.01, 0.1),
+                 overrides: Optional[dict] = None) -> list:
+  """`[(protocol, label_fraction or None, preset, config)]` of the trained protocols
+  named in `protocols`; raises on a bad preset, fraction or setting."""
   from jssl.evals import finetune  # pylint: disable=import-outside-toplevel
-  pp = encoder.preprocess_config
-  size, crop = int(pp["size"]), float(pp.get("crop_fraction", 1.0))
   overrides = dict(overrides or {})
   jobs = []
   if "linear_sgd" in protocols:
-    jobs.append(("linear_sgd", None, finetune.protocol_config(
+    jobs.append(("linear_sgd", None, linear_preset, finetune.protocol_config(
         "linear", linear_preset, **overrides)))
   if "finetune" in protocols:
     if not label_fractions:
       raise ValueError("finetune: no --label_fractions given")
     for frac in label_fractions:
-      jobs.append(("finetune", float(frac), finetune.protocol_config(
+      jobs.append(("finetune", float(frac), finetune_preset, finetune.protocol_config(
           "finetune", finetune_preset, label_fraction=float(frac), **overrides)))
+  return jobs
+
+
+def run_trained(encoder, dataset: str, protocols: Sequence[str], *,
+                data_dir: Optional[str] = None, splits: tuple[str, str] = ("train", "test"),
+                batch_size: int = 256, log=print, **settings) -> dict:
+  """Runs the trained protocols (`TRAINED_PROTOCOLS`) on `encoder`'s module
+  and variables; returns `{'linear_sgd': {...}, 'finetune': {'0.01': {...}}}`
+  (`jssl.evals.finetune.train_classifier` results). `settings`: those of
+  `trained_jobs` (presets, label fractions, overrides)."""
+  from jssl.evals import finetune  # pylint: disable=import-outside-toplevel
+  jobs = trained_jobs(protocols, **settings)
   if not jobs:
     return {}
+  pp = encoder.preprocess_config
+  size, crop = int(pp["size"]), float(pp.get("crop_fraction", 1.0))
 
   if dataset == "digits":
     from jssl.data import digits  # pylint: disable=import-outside-toplevel
@@ -301,7 +310,7 @@ def run_trained(encoder, dataset: str, protocols: Sequence[str], *,
           indices=indices)
 
   out: dict = {}
-  for name, frac, cfg in jobs:
+  for name, frac, preset, cfg in jobs:
     indices = None
     if frac is not None and frac < 1.0:
       if labels is None:
@@ -315,7 +324,7 @@ def run_trained(encoder, dataset: str, protocols: Sequence[str], *,
     r = finetune.train_classifier(
         encoder.module, encoder.variables, train_data(cfg, indices), batches["test"],
         num_classes=num_classes, preprocess=pp, cfg=cfg, log=log)
-    r["preset"] = linear_preset if frac is None else finetune_preset
+    r["preset"] = preset
     log(f"{what}: top-1 {100 * r['top1']:.2f}% after {r['steps']} steps "
         f"({r['seconds']:.0f} s)")
     if frac is None:
@@ -393,7 +402,7 @@ def markdown(report: dict) -> str:
 
 def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
                     data_dir: Optional[str] = None,
-                    protocols: str | Sequence[str] = "all", batch_size: int = 256,
+                    protocols: str | Sequence[str] = "features", batch_size: int = 256,
                     plots: str = "pca", overwrite: bool = False,
                     splits: tuple[str, str] = ("train", "test"),
                     trained_kwargs: Optional[dict] = None, log=print,
@@ -401,12 +410,16 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
   """Loads `export`, extracts features of `dataset`, runs `protocols`, writes
   `eval.json`, `eval.md` (and plots) to `out`; returns the report dict.
 
-  `trained_kwargs` go to `run_trained` (presets, label fractions, overrides);
-  `protocol_kwargs` to `run_protocols`.
+  `protocols`: as `parse_protocols` ('features' by default: the
+  cached-feature ones). `trained_kwargs` go to `trained_jobs` (presets, label
+  fractions, overrides; checked before any feature pass); `protocol_kwargs` to
+  `run_protocols`.
   """
   from jssl import export as export_lib  # pylint: disable=import-outside-toplevel
   from jssl import plots as plots_lib  # pylint: disable=import-outside-toplevel
   protocols = parse_protocols(protocols)
+  trained = [p for p in protocols if p in TRAINED_PROTOCOLS]
+  trained_jobs(trained, **(trained_kwargs or {}))  # bad settings fail before any work
   if plots and plots not in plots_lib.PROJECTIONS:
     raise ValueError(f"--plots={plots!r}: one of {plots_lib.PROJECTIONS} or ''")
   out = out or os.path.join(export, f"eval_{dataset.replace('/', '_')}")
@@ -426,7 +439,6 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
   results = run_protocols(train, test, num_classes=num_classes, protocols=cached,
                           **protocol_kwargs)
   results["seconds"]["features"] = t_feat
-  trained = [p for p in protocols if p in TRAINED_PROTOCOLS]
   if trained:
     t0 = time.time()
     results.update(_jsonable(run_trained(
