@@ -254,6 +254,19 @@ def _augment(key, image, *, size, scale, ratio, flip_p, mean, std, crop):
   return aug_lib.normalize(x, mean=mean, std=std)
 
 
+def _apply(module, params, stats, x, *, train: bool):
+  """`module.apply` -> `(output, stats)`. `stats` is the module's
+  `batch_stats` (None without batch norm); a train-mode pass returns the
+  updated ones, an inference pass returns them unchanged."""
+  if stats is None:
+    return module.apply({"params": params}, x, train=train), None
+  variables = {"params": params, "batch_stats": stats}
+  if not train:
+    return module.apply(variables, x, train=False), stats
+  out, upd = module.apply(variables, x, train=True, mutable=["batch_stats"])
+  return out, upd["batch_stats"]
+
+
 class _Model:
   """Encoder + head as pure functions of `(params, stats)`."""
 
@@ -265,26 +278,19 @@ class _Model:
     """Logits and the updated statistics (`stats` unchanged when not training)."""
     new_stats = dict(stats)
     if self.train_encoder:
-      variables = {"params": params["encoder"]}
-      if self.encoder_has_bn:
-        variables["batch_stats"] = stats["encoder"]
-      if train and self.encoder_has_bn:
-        out, upd = self.module.apply(variables, x, train=True, mutable=["batch_stats"])
-        new_stats["encoder"] = upd["batch_stats"]
-      else:
-        out = self.module.apply(variables, x, train=train)
+      out, enc_stats = _apply(self.module, params["encoder"], stats.get("encoder"), x,
+                              train=train)
+      if enc_stats is not None:
+        new_stats["encoder"] = enc_stats
       feats = out["pre_logits"].astype(jnp.float32)
     else:
       feats = jax.lax.stop_gradient(
           self.module.apply(frozen, x, train=False)["pre_logits"].astype(jnp.float32))
-    head_vars = {"params": params["head"]}
-    if self.head.bn:
-      head_vars["batch_stats"] = stats["head"]
-      if train:
-        logits, upd = self.head.apply(head_vars, feats, train=True, mutable=["batch_stats"])
-        new_stats["head"] = upd["batch_stats"]
-        return logits, new_stats
-    return self.head.apply(head_vars, feats, train=train), new_stats
+    logits, head_stats = _apply(self.head, params["head"], stats.get("head"), feats,
+                                train=train)
+    if head_stats is not None:
+      new_stats["head"] = head_stats
+    return logits, new_stats
 
 
 def _pad_to(batch: dict, multiple: int) -> dict:
