@@ -13,6 +13,7 @@ given. This is the only module that reads FLAGS.
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -83,8 +84,10 @@ def main(argv):
   except ImportError:
     pass
   maybe_initialize_distributed()
-  from jssl import train  # pylint: disable=import-outside-toplevel
-  train.run(_CONFIG.value, _WORKDIR.value)
+  from jssl import faults, train  # pylint: disable=import-outside-toplevel
+  result = train.run(_CONFIG.value, _WORKDIR.value)
+  if result.get("preempted"):  # checkpoint saved; tell the scheduler why we left
+    sys.exit(faults.EXIT_STATUS[result["preempted"]])
 
 
 def cli():

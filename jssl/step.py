@@ -234,9 +234,13 @@ def make_train_step(method: Method, tx: optax.GradientTransformation,
                          f"metrics[{PROBE_FEATURES!r}] (encoder features)")
       metrics.update(_diagnostics_metrics(diagnostics, state.step, features,
                                           batch.get("label")))
+    grad_norm = optax.global_norm(grads)
+    # Read by the host at log and save steps (jssl.faults.FiniteGuard): a
+    # non-finite step stops the run before anything after it is saved.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     metrics = dict(metrics, loss=loss, lr=schedule(state.step),
-                   grad_norm=optax.global_norm(grads),
-                   param_norm=optax.global_norm(params))
+                   grad_norm=grad_norm, param_norm=optax.global_norm(params),
+                   finite=finite)
     new_state = state.replace(step=state.step + 1, params=params,
                               opt_state=opt_state, method_state=method_state,
                               probe=probe_state)

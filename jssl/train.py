@@ -9,6 +9,7 @@ step and the probes.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -21,6 +22,7 @@ import numpy as np
 
 from jssl import checkpoint as ckpt_lib
 from jssl import export as export_lib
+from jssl import faults
 from jssl import methods
 from jssl import models
 from jssl import plots as plots_lib
@@ -218,66 +220,88 @@ def run(config, workdir: str) -> dict:
   t_start, t_compile = time.time(), None
   meter = _Throughput()
   stop = steps if config.stop_at_step < 0 else min(steps, config.stop_at_step)
-  for step in range(start, stop):
-    batch = next(batches)
-    t0 = time.time()
-    state, metrics = train_step(state, batch)
-    done = step + 1
-    if t_compile is None:
-      jax.block_until_ready(metrics)
-      t_compile = time.time() - t0
-      log.info(f"first step (compile + run) took {t_compile:.1f}s")
-      meter.restart()
-    else:
-      meter.tick()
-    if done % config.log_every_steps == 0 or done == steps:
-      metrics = jax.device_get(metrics)  # waits for the step: timing is real
-      steps_per_s = meter.lap()
-      eta = (steps - done) / steps_per_s if steps_per_s else float("nan")
-      ips = config.batch_size * steps_per_s
-      # Diagnostics are NaN on the steps they skip: not logged there.
-      row = {k: float(v) for k, v in metrics.items()
-             if not (k.startswith("diag/") and np.isnan(v))}
-      log.write(done, {**row, "images_per_sec": ips,
-                       "epoch": done / steps_per_epoch})
-      online, rankme = row.get("online_probe/top1"), row.get("diag/rankme")
-      log.info(f"step {done}/{steps} | loss {row['loss']:.4f} | "
-               + (f"online probe {online:.3f} | " if online is not None else "")
-               + (f"RankMe {rankme:.1f} | " if rankme is not None else "")
-               + f"lr {row['lr']:.3g} | {ips:.0f} img/s | "
-               f"ETA {_fmt_secs(eta)}")
-      ratio = row.get("diag/feature_std_ratio")
-      if ratio is not None and diag_lib.collapse_ratio_warning(
-          ratio, models.feature_dim(config.model)):
-        log.info(f"WARNING step {done}: representation collapse? feature std "
-                 f"ratio {ratio:.3g} < {diag_lib.COLLAPSE_THRESHOLD} (about 1 "
-                 "when features spread over the sphere; jssl.evals.diagnostics)")
-    if done % config.checkpoint.every_steps == 0 or done == steps:
-      # Only on save steps: Orbax's first save() call costs seconds even for
-      # steps it skips. Checkpointing is not counted as training time.
-      jax.block_until_ready(state.step)
-      meter.lap()
-      ckpt.save(done, state, force=(done == steps))
-      meter.restart()
-    if (config.eval_every_steps and done % config.eval_every_steps == 0
-        and done != steps):
-      jax.block_until_ready(state.step)
-      meter.lap()
-      res = evaluate(method, state, data, mesh, config)
-      log.write(done, {f"eval/{k}": v for k, v in res.items()})
-      log.info(f"eval at step {done}: linear {res['linear_top1']:.4f} "
-               f"kNN {res['knn_top1']:.4f}")
-      meter.restart()
-  batches.close()  # ends the prefetch thread
-  if stop < steps:  # Planned stop (time-limited job): save and leave.
-    if ckpt.latest_step() != stop:
-      ckpt.save(stop, state, force=True)
+  guard = faults.FiniteGuard(workdir, last_good=start or None)
+
+  def save(done, force=False):
+    # Never a state computed after a non-finite step (jssl.faults).
+    guard.check()
+    if ckpt.save(done, state, force=force):
+      guard.last_good = done
+
+  with faults.StopSignal() as signals, _closing_on_error(batches, ckpt, log):
+    for step in range(start, stop):
+      batch = next(batches)
+      t0 = time.time()
+      state, metrics = train_step(state, batch)
+      done = step + 1
+      guard.add(done, metrics.pop("finite"))
+      if t_compile is None:
+        jax.block_until_ready(metrics)
+        t_compile = time.time() - t0
+        log.info(f"first step (compile + run) took {t_compile:.1f}s")
+        meter.restart()
+      else:
+        meter.tick()
+      if done % config.log_every_steps == 0 or done == steps:
+        metrics = jax.device_get(metrics)  # waits for the step: timing is real
+        guard.check(metrics)
+        steps_per_s = meter.lap()
+        eta = (steps - done) / steps_per_s if steps_per_s else float("nan")
+        ips = config.batch_size * steps_per_s
+        # Diagnostics are NaN on the steps they skip: not logged there.
+        row = {k: float(v) for k, v in metrics.items()
+               if not (k.startswith("diag/") and np.isnan(v))}
+        log.write(done, {**row, "images_per_sec": ips,
+                         "epoch": done / steps_per_epoch})
+        online, rankme = row.get("online_probe/top1"), row.get("diag/rankme")
+        log.info(f"step {done}/{steps} | loss {row['loss']:.4f} | "
+                 + (f"online probe {online:.3f} | " if online is not None else "")
+                 + (f"RankMe {rankme:.1f} | " if rankme is not None else "")
+                 + f"lr {row['lr']:.3g} | {ips:.0f} img/s | "
+                 f"ETA {_fmt_secs(eta)}")
+        ratio = row.get("diag/feature_std_ratio")
+        if ratio is not None and diag_lib.collapse_ratio_warning(
+            ratio, models.feature_dim(config.model)):
+          log.info(f"WARNING step {done}: representation collapse? feature std "
+                   f"ratio {ratio:.3g} < {diag_lib.COLLAPSE_THRESHOLD} (about 1 "
+                   "when features spread over the sphere; jssl.evals.diagnostics)")
+      if done % config.checkpoint.every_steps == 0 or done == steps:
+        # Only on save steps: Orbax's first save() call costs seconds even for
+        # steps it skips. Checkpointing is not counted as training time.
+        jax.block_until_ready(state.step)
+        meter.lap()
+        save(done, force=(done == steps))
+        meter.restart()
+      if (config.eval_every_steps and done % config.eval_every_steps == 0
+          and done != steps):
+        jax.block_until_ready(state.step)
+        guard.check()
+        meter.lap()
+        res = evaluate(method, state, data, mesh, config)
+        log.write(done, {f"eval/{k}": v for k, v in res.items()})
+        log.info(f"eval at step {done}: linear {res['linear_top1']:.4f} "
+                 f"kNN {res['knn_top1']:.4f}")
+        meter.restart()
+      # Called after every step with the same ids on every host (jssl.faults).
+      if signals.should_stop(done):
+        stop = done
+        break
+    batches.close()  # ends the prefetch thread
+    if stop < steps or signals.received:  # preempted, or a planned stop
+      if ckpt.latest_step() != stop:
+        save(stop, force=True)
+      ckpt.close()  # waits until the checkpoint is committed
+      if signals.received:
+        log.info(f"{signals.received}: saved checkpoint at step {stop} in "
+                 f"{ckpt.directory}; re-run the same command to resume")
+        log.close()
+        return {"stopped_at": stop, "preempted": signals.received}
+      log.info(f"stopped at step {stop} (stop_at_step); re-run the same command "
+               "to resume")
+      log.close()
+      return {"stopped_at": stop}
+    guard.check()
     ckpt.close()
-    log.info(f"stopped at step {stop} (stop_at_step); re-run the same command "
-             "to resume")
-    log.close()
-    return {"stopped_at": stop}
-  ckpt.close()
   train_seconds = time.time() - t_start
 
   results = {"method": config.method, "steps": steps,
@@ -320,6 +344,20 @@ def run(config, workdir: str) -> dict:
         f"{os.path.join(workdir, 'results.json')}")
   log.close()
   return results
+
+
+@contextlib.contextmanager
+def _closing_on_error(batches, ckpt, log):
+  """On an error in the loop (divergence included): stop the prefetch thread
+  and let the checkpoint saves already started (all of finite states) commit,
+  so the last good checkpoint is complete when the error is reported."""
+  try:
+    yield
+  except BaseException:
+    batches.close()
+    ckpt.close()
+    log.close()
+    raise
 
 
 class _Throughput:
