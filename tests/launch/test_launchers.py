@@ -146,3 +146,21 @@ def test_slurm_fewer_tasks_than_gpus_exits_2(tmp_path):
   assert r.returncode == 2, r.stderr
   assert "--ntasks-per-node=1 but 8 GPUs per node" in r.stderr
   assert not (tmp_path / "w").exists()
+
+
+SRUN_RECORD = """#!/usr/bin/env bash
+echo "$SLURM_NODEID $SLURM_LOCALID $SLURM_PROCID $SLURM_GPUS_ON_NODE" > "{out}.$SLURM_PROCID"
+"""
+
+
+def test_slurm_defaults_start_one_task_per_gpu(tmp_path):
+  """`sbatch --nodes=2 launch/slurm_gpu.sbatch ...` as documented: the script's
+  own #SBATCH lines give 8 GPUs and 8 tasks per node, so 16 processes, each
+  with its SLURM_LOCALID (the GPU JAX gives it) in 0..7 on its node."""
+  out = tmp_path / "task"
+  r = _run(["sbatch", "--nodes=2", SLURM, CONFIG, str(tmp_path / "w")],
+           _env(1, JSSL_VENV=_venv(tmp_path, SRUN_RECORD.format(out=out))))
+  assert r.returncode == 0, r.stderr
+  tasks = sorted(tuple(map(int, p.read_text().split()))
+                 for p in tmp_path.glob("task.*"))
+  assert tasks == [(n, l, 8 * n + l, 8) for n in range(2) for l in range(8)]
