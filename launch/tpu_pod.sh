@@ -57,4 +57,5 @@ fi
 
 # 2. Train: one process per host, all at once.
 train=(python -m jssl.main --config="$CONFIG" --workdir="$WORKDIR" --distributed=on "$@")
-on_all_workers ". $(q "$REMOTE_VENV")/bin/activate && cd $(q "$REMOTE_DIR") && $(printf '%q ' "${train[@]}")"
+on_all_workers ". $(q "$REMOTE_VENV")/bin/activate && cd $(q "$REMOTE_DIR") &&
+  $(printf '%q ' "${train[@]}")"
