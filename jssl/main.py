@@ -28,7 +28,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None,
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "on", "off"],
     "Call jax.distributed.initialize(): 'auto' does so when the coordinator "
-    "flags are set or SLURM / a TPU pod describes several processes.")
+    "flags are set or JAX's cluster detection finds a job of several processes "
+    "(a SLURM step, a Cloud TPU VM pod slice, Open MPI); 'on' always does and "
+    "fails when neither describes the job (the launchers pass it); 'off' never.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 (multi-process).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
@@ -39,27 +41,83 @@ _CPU_COLLECTIVES = flags.DEFINE_string(
     "Collectives implementation for multi-process CPU jobs.")
 
 
+def _detected_cluster():
+  """The cluster JAX itself would bootstrap from, or None.
+
+  `jax.distributed.initialize()` without arguments takes the first of JAX's
+  `ClusterEnv` types whose `is_env_present()` holds (Open MPI, SLURM step,
+  GKE TPU, Cloud TPU VM, Kubernetes; mpi4py is opt-in). Asking the same
+  classes keeps 'auto' exact: our own env-var guesses missed TPU VMs, whose
+  worker number and worker list live in the VM metadata, not in the
+  environment (JAX's GceTpuCluster reads `agent-worker-number` and
+  `worker-network-endpoints` there). The classes are private JAX API, so a JAX
+  without them counts as 'no cluster' and the launchers pass --distributed=on.
+  """
+  try:
+    from jax._src import clusters  # pylint: disable=import-outside-toplevel
+    types = clusters.ClusterEnv._cluster_types  # pylint: disable=protected-access
+  except (ImportError, AttributeError):
+    return None
+  for env in types:
+    if env.opt_in_only_method:
+      continue
+    try:
+      present = env.is_env_present()
+    except Exception as e:  # pylint: disable=broad-except
+      # e.g. a TPU VM without `requests` (JAX's metadata client).
+      logging.warning("JAX's %s check failed (%s); not using it.", env.__name__, e)
+      continue
+    if present:
+      return env
+  return None
+
+
 def _multi_host_env() -> bool:
-  if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-    return True
-  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-  return "," in hosts or int(os.environ.get("CLOUD_TPU_TASK_ID", "0")) > 0
+  """Whether JAX's cluster detection finds a job of more than one process.
+
+  A one-task SLURM step or a single-host TPU VM is a cluster to JAX but needs
+  no distributed runtime, so it trains as a plain single process.
+  """
+  env = _detected_cluster()
+  if env is None:
+    return False
+  try:
+    return env.get_process_count() > 1
+  except Exception as e:  # pylint: disable=broad-except
+    # e.g. Kubernetes API denied: train alone rather than crash a 1-host run.
+    logging.warning("%s found, but its process count is unreadable (%s): running "
+                    "as one process; pass --distributed=on to insist.", env.__name__, e)
+    return False
 
 
 def maybe_initialize_distributed() -> None:
+  """Initialises jax.distributed per --distributed (see the flag's help).
+
+  Must run before anything touches a JAX backend. Explicit coordinator flags
+  win; JAX fills any left unset from the detected cluster.
+  """
   import jax  # pylint: disable=import-outside-toplevel
+  from jssl.errors import ConfigError  # pylint: disable=import-outside-toplevel
   mode = _DISTRIBUTED.value
-  explicit = _COORDINATOR.value is not None
+  given = {"--coordinator_address": (_COORDINATOR.value
+                                     or os.environ.get("JAX_COORDINATOR_ADDRESS")),
+           "--num_processes": _NUM_PROCESSES.value, "--process_id": _PROCESS_ID.value}
+  explicit = any(v is not None for v in (_COORDINATOR.value, _NUM_PROCESSES.value,
+                                         _PROCESS_ID.value))
   if mode == "off" or (mode == "auto" and not explicit and not _multi_host_env()):
     return
-  if explicit:
-    jax.config.update("jax_cpu_collectives_implementation",
-                      _CPU_COLLECTIVES.value)
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
-  else:  # TPU pods and SLURM: JAX reads the cluster from the environment.
-    jax.distributed.initialize()
+  missing = [k for k, v in given.items() if v is None]
+  if missing and _detected_cluster() is None:
+    raise ConfigError(
+        f"--distributed={mode}: no SLURM step, TPU pod slice or MPI job found and "
+        f"{', '.join(missing)} not given; run under srun / on every TPU worker, or "
+        "pass --coordinator_address, --num_processes and --process_id")
+  # Multi-process CPU jobs need cross-process collectives (gloo by default);
+  # the flag only affects the CPU backend.
+  jax.config.update("jax_cpu_collectives_implementation", _CPU_COLLECTIVES.value)
+  jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                             num_processes=_NUM_PROCESSES.value,
+                             process_id=_PROCESS_ID.value)
   logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
