@@ -5,4 +5,6 @@ installed with jssl so that `--config=byol:<preset>` works from any directory.
 A re-export rather than a symlink: git writes symlinks as plain text files on
 Windows checkouts, and a wheel would copy the target anyway.
 """
-from jssl.configs.byol import PRESETS, get_config  # noqa: F401 (re-export)
+from jssl.configs.byol import PRESETS, get_config
+
+__all__ = ("PRESETS", "get_config")

@@ -99,25 +99,6 @@ def main(argv):
   train.run(_CONFIG.value, _WORKDIR.value)
 
 
-def _resolve_config_flag(argv: list[str]) -> list[str]:
-  """`--config=NAME:PRESET` -> the installed run book's path (ml_collections'
-  file flag takes a path). Flag files are expanded first so a run book named
-  in one resolves too; nothing after `--` is a flag."""
-  if any(a.startswith(("-flagfile", "--flagfile")) for a in argv[1:]):
-    argv = argv[:1] + flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)
-  out = list(argv)
-  for i, arg in enumerate(out[1:], start=1):
-    if arg == "--":
-      break
-    name, eq, value = arg.partition("=")
-    if name in ("--config", "-config"):
-      if eq:
-        out[i] = f"{name}={configs.resolve_spec(value)}"
-      elif i + 1 < len(out):
-        out[i + 1] = configs.resolve_spec(out[i + 1])
-  return out
-
-
 def _key_flags_for_help() -> None:
   """absl's --help lists the key flags of the module named by sys.argv[0]. For
   `python -m jssl.main` that is this module; for the `jssl-train` console
@@ -138,7 +119,7 @@ def cli():
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   _key_flags_for_help()
   try:
-    sys.argv = _resolve_config_flag(sys.argv)
+    sys.argv = configs.resolve_argv(sys.argv)  # ml_collections reads sys.argv too
   except (JsslError, flags.Error) as e:  # a wrong run-book name: one line, a usage error
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -147,3 +147,16 @@ def test_readme_config_fields_exist(doc):
   for name, preset in re.findall(r'jssl\.configs\.get\("(\w+)", "(\w+)"\)', text):
     for field in re.findall(r"^config\.([\w.]+) = ", text, re.M):
       assert _has_field(_get(name, preset), field), f"{doc}: config.{field} not in {name}:{preset}"
+
+
+def test_resolve_argv_rewrites_the_config_flag_wherever_it_is_given(tmp_path):
+  path = configs.path("simclr")
+  flagfile = tmp_path / "flags.txt"
+  flagfile.write_text("--config=simclr:smoke\n--config.total_steps=3\n")
+  assert configs.resolve_argv(["p", "--config=simclr:smoke", "--config.seed=1"]) == [
+      "p", f"--config={path}:smoke", "--config.seed=1"]
+  assert configs.resolve_argv(["p", "--config", "simclr"]) == ["p", "--config", path]
+  assert configs.resolve_argv(["p", f"--flagfile={flagfile}"]) == [
+      "p", f"--config={path}:smoke", "--config.total_steps=3"]
+  assert configs.resolve_argv(["p", "--", "--config=simclr"]) == ["p", "--", "--config=simclr"]
+  assert configs.resolve_argv(["p", "--configx=simclr"]) == ["p", "--configx=simclr"]

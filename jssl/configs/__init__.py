@@ -103,3 +103,26 @@ def resolve_spec(spec: str) -> str:
                       f"PATH.py[:PRESET]")
   raise ConfigError(f"--config={spec}: no config file {head!r} and not a run book "
                     f"name; run books: {', '.join(names())} (each as NAME:PRESET)")
+
+
+def resolve_argv(argv: list[str], flag: str = "config") -> list[str]:
+  """`argv` with its `--<flag>=SPEC` (or `--<flag> SPEC`) passed through
+  `resolve_spec`: what an absl program defining `flag` with
+  `config_flags.DEFINE_config_file` calls on `sys.argv` before `app.run`, so
+  run-book names work there (`jssl.main.cli` does). Flag files are expanded
+  first so a run book named in one resolves too; nothing after `--` is a flag.
+  """
+  if any(a.startswith(("-flagfile", "--flagfile")) for a in argv[1:]):
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    argv = argv[:1] + flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)
+  out = list(argv)
+  for i, arg in enumerate(out[1:], start=1):
+    if arg == "--":
+      break
+    name, eq, value = arg.partition("=")
+    if name in (f"--{flag}", f"-{flag}"):
+      if eq:
+        out[i] = f"{name}={resolve_spec(value)}"
+      elif i + 1 < len(out):
+        out[i + 1] = resolve_spec(out[i + 1])
+  return out
