@@ -95,7 +95,10 @@ def resolve_spec(spec: str) -> str:
   match = _REPO_SPELLING.fullmatch(head)
   name = match.group(1) if match else head
   if _NAME.fullmatch(name) and name in names():
-    _check_preset(name, preset if sep else None)
+    try:
+      _check_preset(name, preset if sep else None)
+    except ConfigError as e:
+      raise ConfigError(f"--config={spec}: {e}") from None
     return path(name) + sep + preset
   if _NAME.fullmatch(name):
     raise ConfigError(f"--config={spec}: unknown run book {name!r}; run books: "
