@@ -1,100 +1,10 @@
-r"""SimSiam (Chen & He 2021) run book.
+"""`--config=configs/simsiam.py:<preset>` in a checkout: re-exports the run book.
 
-Presets (`--config=configs/simsiam.py:<preset>`):
-
-quickstart  Offline digits (1347 train / 450 test, 16 px), half-width
-            ResNet-10, 200 steps of 256 images, SGD:
-              python -m jssl.main --config=configs/simsiam.py:quickstart \
-                  --workdir=/tmp/jssl_simsiam
-            Measured (2 shared CPU cores): see README "Zoo" table.
-
-cifar10     SimSiam ResNet-18 (CIFAR stem) on TFDS `cifar10`, solo-learn's
-            CIFAR recipe (vturrisi/solo-learn `scripts/pretrain/cifar/
-            simsiam.yaml` + `augmentations/symmetric_weak.yaml`): batch 256,
-            SGD (momentum 0.9) lr 0.5 x B/256, weight decay 1e-5, 10 warm-up
-            epochs + cosine, 1000 epochs, projector 2048-2048-2048 (BN
-            without affine on the output), predictor 2048-512-2048. Views:
-            crop 0.08-1, flip, jitter (0.4, 0.4, 0.4, 0.1) p=0.8, grayscale
-            p=0.2, blur p=0.5, no solarize. (solo-learn keeps the predictor's
-            lr constant, `static_lr`; jssl cannot, see jssl/methods/simsiam.py.)
-            The paper's own CIFAR-10 setting (App. D: ResNet-18 variant, SGD
-            lr 0.03 x B/256, batch 512, wd 5e-4, 800 epochs, 2-layer
-            projector) reports 91.8%.
-            Expected: 90.51% top-1 linear (solo-learn README, CIFAR-10,
-            ResNet-18, 1000 epochs).
-            Data (offline; once):
-              python -m jssl.data.offline --dataset=cifar10 \
-                  --archive=../shared/data/cifar10/cifar-10-binary-reconstructed.tar.gz \
-                  --data_dir=$HOME/tensorflow_datasets
-            CPU smoke check (2 cores):
-              python -m jssl.main --config=configs/simsiam.py:cifar10 \
-                  --workdir=/tmp/simsiam_c10 --config.total_steps=20 \
-                  --config.batch_size=128
-            One GPU:
-              python -m jssl.main --config=configs/simsiam.py:cifar10 \
-                  --workdir=DIR --config.data.data_dir=DATA_DIR \
-                  --config.model.dtype=bfloat16
-            Time per epoch: not measured; a SimSiam step costs about what a
-            SimCLR step does (one network, two views, wider heads), so expect
-            about SimCLR's measured figure (README "Benchmarks").
-
-imagenet    SimSiam ResNet-50 on TFDS `imagenet2012`, the paper's recipe
-            (Sec. 4; `main_simsiam.py` defaults): batch 512, SGD (momentum
-            0.9) lr 0.05 x B/256, weight decay 1e-4, cosine without warm-up,
-            100 epochs, MoCo v2 views (crop 0.2-1, jitter (0.4, 0.4, 0.4, 0.1)
-            p=0.8, grayscale p=0.2, blur p=0.5, flip).
-            Expected: 68.1% top-1 linear (paper Table 4 / official README,
-            100 epochs, with the fixed predictor lr); 67.7% without it (paper
-            Table 1), which is what this preset trains (see the method's
-            deviations). 8 GPUs or a TPU v3-8; pod slices / multi-host GPU:
-            launch/README.md (--config.batch_size is the GLOBAL batch).
-
-smoke       Tiny model, 6 steps: for tests (seconds on CPU).
-
-Every field can be overridden with --config.<field>=<value>; a misspelled
-field fails with an error naming it (the config is locked).
+The run book itself (presets, data, expected results) is `jssl/configs/simsiam.py`,
+installed with jssl so that `--config=simsiam:<preset>` works from any directory.
+A re-export rather than a symlink: git writes symlinks as plain text files on
+Windows checkouts, and a wheel would copy the target anyway.
 """
-from __future__ import annotations
+from jssl.configs.simsiam import PRESETS, get_config
 
-import ml_collections
-
-from jssl import runbook
-from jssl.data import views
-
-PRESETS = ("quickstart", "cifar10", "imagenet", "smoke")
-
-
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  preset = runbook.check_preset(arg or "cifar10", PRESETS, "configs/simsiam.py")
-  c = runbook.base_config("simsiam")
-  # Projector: 3 x (Linear-BN), ReLU between, output BN without scale/shift
-  # (paper Sec. 4.4 / builder.py); width 2048 throughout.
-  c.projector = ml_collections.ConfigDict(
-      dict(hidden_dims=(2048, 2048), out_dim=2048, use_bn=True, last_bn=True,
-           last_bn_scale=False, last_bn_center=False))
-  # Predictor: bottleneck Linear(512)-BN-ReLU-Linear(2048) (Sec. 4.3).
-  c.predictor = ml_collections.ConfigDict(
-      dict(hidden_dims=(512,), out_dim=2048, use_bn=True))
-  c.optimizer.update(name="sgd", base_lr=0.05, weight_decay=1e-4,
-                     momentum=0.9, warmup_epochs=0.0)
-  if preset == "cifar10":
-    runbook.solo_cifar10(c, views.simclr_recipe)
-    c.views.blur.p = 0.5          # solo-learn symmetric_weak: blur at 32 px
-    c.optimizer.update(base_lr=0.5, weight_decay=1e-5, warmup_epochs=10.0)
-  elif preset == "imagenet":
-    runbook.imagenet_data(c, views.simclr_recipe)
-    c.views.crop.scale = (0.2, 1.0)   # MoCo v2 augmentation (min scale 0.2)
-    c.batch_size = 512
-    c.total_epochs = 100.0
-    c.model.update(name="resnet50", stem="imagenet")
-    c.optimizer.update(base_lr=0.05, weight_decay=1e-4, warmup_epochs=0.0)
-  else:  # quickstart, smoke
-    runbook.digits_data(c, views.simclr_recipe, smoke=preset == "smoke")
-    c.projector.update(hidden_dims=(256, 256), out_dim=256)
-    c.predictor.update(hidden_dims=(64,), out_dim=256)  # 1/4 bottleneck
-    c.optimizer.update(base_lr=0.5, weight_decay=1e-5, warmup_epochs=2.0)
-    if preset == "smoke":
-      c.projector.update(hidden_dims=(32, 32), out_dim=32)
-      c.predictor.update(hidden_dims=(8,), out_dim=32)
-  c.views.num_views = 2         # SimSiam compares two views of each image
-  return c
+__all__ = ("PRESETS", "get_config")

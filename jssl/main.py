@@ -20,11 +20,22 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from jssl import configs
+from jssl.errors import JsslError
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file path, with an optional ':preset' suffix.",
+    "config", None,
+    "The run book and preset, NAME:PRESET (e.g. simclr:quickstart; installed with jssl, "
+    "works from any directory). Run books: " + ", ".join(configs.names()) + "; each "
+    "one's presets and expected results are in its docstring, jssl/configs/NAME.py "
+    "(jssl.configs.presets(NAME) lists them). A config file PATH.py[:PRESET] works too "
+    "(e.g. configs/simclr.py:quickstart in a checkout). Override any field with "
+    "--config.FIELD=VALUE (e.g. --config.total_steps=100); a misspelled field fails.",
     lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                               "Directory for checkpoints, logs, export.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None,
+    "Directory (or gs:// URL) for checkpoints, metrics, plots, the export and "
+    "results.json. Re-running on the same workdir resumes. Required.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "on", "off"],
     "Call jax.distributed.initialize(): 'auto' does so when the coordinator "
@@ -148,10 +159,32 @@ def main(argv):
     sys.exit(faults.EXIT_STATUS[result["preempted"]])
 
 
+def _key_flags_for_help() -> None:
+  """absl's --help lists the key flags of the module named by sys.argv[0]. For
+  `python -m jssl.main` that is this module; for the `jssl-train` console
+  script it is the generated wrapper, which defines none, so --help listed no
+  flags. Register this module's flags as the wrapper's key flags, and show this
+  docstring as its usage text."""
+  here = flags.FLAGS.find_module_defining_flag(_WORKDIR.name)
+  if here != sys.argv[0]:
+    for flag in flags.FLAGS.get_key_flags_for_module(here):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  main_module = sys.modules.get("__main__")
+  if main_module is not None and not main_module.__doc__:
+    main_module.__doc__ = __doc__
+
+
 def cli():
+  """`jssl-train` and `python -m jssl.main`."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  _key_flags_for_help()
+  try:
+    sys.argv = configs.resolve_argv(sys.argv)  # ml_collections reads sys.argv too
+  except (JsslError, flags.Error) as e:  # a wrong run-book name: one line, a usage error
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   app.run(main)
 
 
 if __name__ == "__main__":
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   cli()

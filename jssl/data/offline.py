@@ -1,19 +1,21 @@
 """Register a locally held dataset archive into a TFDS data dir, without network.
 
-TFDS normally downloads a dataset's archive and checks its registered sha256. On
-machines without internet (and for archives rebuilt from public sources, such as
-the reconstructed CIFAR-10 in `shared/data/cifar10`), we instead seed TFDS's
-download cache: TFDS looks for `<data_dir>/downloads/<name>/<fname>` where
-`fname` is derived from the registered URL and sha256
+TFDS normally downloads a dataset's archive and checks its registered sha256
+(`tfds build cifar10`, or on first use). On machines without internet, and for
+archives obtained elsewhere or rebuilt from public sources (whose bytes, and so
+sha256, may differ from the registered ones), we instead seed TFDS's download
+cache: TFDS looks for `<data_dir>/downloads/<name>/<fname>` where `fname` is
+derived from the registered URL and sha256
 (`tensorflow_datasets/core/download/resource.py: get_dl_fname`), plus a `.INFO`
 JSON sidecar; when both exist it reuses the file without re-hashing it. Then
-`download_and_prepare` runs fully offline. See `shared/data/cifar10/README.md`.
+`download_and_prepare` runs fully offline.
 
-Command line:
+Command line (the archive in the format TFDS downloads, e.g. CIFAR-10's binary
+version `cifar-10-binary.tar.gz`):
 
   python -m jssl.data.offline --dataset=cifar10 \
-      --archive=../shared/data/cifar10/cifar-10-binary-reconstructed.tar.gz \
-      --data_dir=/tmp/tfds
+      --archive=PATH/TO/cifar-10-binary.tar.gz \
+      --data_dir=$HOME/tensorflow_datasets
 
 Preparing CIFAR-10 takes ~35 s per core and writes 134 MB to
 `<data_dir>/cifar10/3.0.2`; `<data_dir>/downloads/extracted` can be deleted
