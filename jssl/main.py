@@ -19,6 +19,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from jssl import config_check
+from jssl import errors
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file path, with an optional ':preset' suffix.",
     lock_config=True)
@@ -36,6 +39,9 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _CPU_COLLECTIVES = flags.DEFINE_string(
     "cpu_collectives", "gloo",
     "Collectives implementation for multi-process CPU jobs.")
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Print the traceback of a user error too (or set "
+    "JSSL_VERBOSE=1); without it a user error is one 'error:' line, exit 2.")
 
 
 def _multi_host_env() -> bool:
@@ -72,6 +78,7 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError("--config is required, e.g. "
                          "--config=configs/simclr.py:quickstart")
+  config_check.validate(_CONFIG.value)  # here too: before the seconds of TF/JAX imports
   if not flags.FLAGS["verbosity"].present:
     # Progress goes to stdout (metrics_log); library INFO logs (Orbax, TFDS)
     # would drown it. `-v 0` brings them back.
@@ -88,7 +95,8 @@ def main(argv):
 
 
 def cli():
-  app.run(main)
+  # User errors (flags, config, data, workdir): one 'error:' line, exit 2.
+  app.run(errors.absl_main(main, _VERBOSE), flags_parser=errors.parse_absl_flags)
 
 
 if __name__ == "__main__":
