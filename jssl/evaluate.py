@@ -88,7 +88,7 @@ def parse_protocols(spec: str | Sequence[str]) -> tuple[str, ...]:
   unknown = [p for p in names if p not in known]
   if unknown:
     raise errors.ConfigError(f"unknown protocol(s) {unknown}; choose from {list(known)}, "
-                     "'features' or 'all'")
+                             "'features' or 'all'")
   return tuple(dict.fromkeys(names))
 
 
@@ -129,7 +129,7 @@ def dataset_batches(dataset: str, *, size: int, crop_fraction: float,
     builder = tfds.builder(dataset, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise errors.DataError(f"--dataset={dataset!r} is neither 'digits' nor a TFDS dataset: "
-                     f"{str(e).splitlines()[0]}") from None
+                           f"{str(e).splitlines()[0]}") from None
   if not builder.is_prepared():
     raise tfds_source._not_prepared(dataset, data_dir)  # pylint: disable=protected-access
   num_classes = builder.info.features["label"].num_classes
@@ -229,7 +229,7 @@ def run_protocols(train: Split, test: Split, *, num_classes: int,
                                              shots, n_way, n_query)
       if not usable:
         raise errors.ConfigError(f"few-shot: every K in {list(shots)} exceeds the smallest "
-                         "train class")
+                                 "train class")
       r = fewshot_lib.fewshot_accuracy(*args, num_classes=num_classes, shots=usable,
                                        n_way=way, n_query=query, n_episodes=n_episodes)
       out[name] = {c: {str(k): {kk: v[kk] for kk in ("mean", "ci95")}

@@ -140,5 +140,5 @@ def digits_data(c: ml_collections.ConfigDict, recipe: Recipe, *,
 def check_preset(preset: str, presets: tuple[str, ...], file: str) -> str:
   if preset not in presets:
     raise ConfigError(f"unknown preset {preset!r} for {file}; choose one of "
-                     f"{', '.join(presets)}")
+                      f"{', '.join(presets)}")
   return preset

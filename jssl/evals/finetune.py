@@ -117,14 +117,14 @@ def protocol_config(protocol: str, preset: str = "simclr", *,
     raise errors.ConfigError(f"unknown trained protocol {protocol!r}; choose from {list(PRESETS)}")
   if preset not in PRESETS[protocol]:
     raise errors.ConfigError(f"unknown {protocol} preset {preset!r}; choose from "
-                     f"{list(PRESETS[protocol])}")
+                             f"{list(PRESETS[protocol])}")
   c = dict(train_encoder=protocol == "finetune", label_fraction=1.0, head_bn=False,
            head_init="zeros", crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3),
            flip_p=0.5, seed=0, log_every_steps=0)
   if protocol == "linear":
     if label_fraction not in (None, 1.0):
       raise errors.ConfigError("the linear protocol trains on every label; label_fraction "
-                       "is for 'finetune'")
+                               "is for 'finetune'")
     if preset == "simclr":
       c.update(epochs=90.0, batch_size=4096, optimizer=_sgd(0.1, 1e-6))
     else:  # mae
