@@ -14,6 +14,10 @@ that catches those keeps working.
 """
 from __future__ import annotations
 
+import os
+import re
+import sys
+import traceback
 from typing import Optional
 
 
@@ -67,7 +71,6 @@ VERBOSE_ENV = "JSSL_VERBOSE"
 
 def verbose_requested(flag: bool = False) -> bool:
   """`--verbose`, or `JSSL_VERBOSE` set to 1 / true / yes."""
-  import os  # pylint: disable=import-outside-toplevel
   env = os.environ.get(VERBOSE_ENV, "").strip().lower()
   return bool(flag) or env in ("1", "true", "yes", "on")
 
@@ -75,8 +78,6 @@ def verbose_requested(flag: bool = False) -> bool:
 def report(error: BaseException, *, verbose: bool = False) -> int:
   """Prints `error: <message>` (after the traceback when `verbose`) to stderr;
   returns the exit status of a user error."""
-  import sys  # pylint: disable=import-outside-toplevel
-  import traceback  # pylint: disable=import-outside-toplevel
   sys.stdout.flush()  # progress lines first, so the error is the last line
   if verbose:
     traceback.print_exception(error, file=sys.stderr)
@@ -129,7 +130,6 @@ def _config_override_error(e: BaseException, argv) -> Optional[str]:
   raises a KeyError / AttributeError with a 'Did you mean' hint; absl lets
   that through as a traceback. Only errors raised from config_flags' path
   lookup are recognised, so a bug elsewhere keeps its traceback."""
-  import re  # pylint: disable=import-outside-toplevel
   tb, in_lookup = e.__traceback__, False
   while tb is not None:
     if "ml_collections/config_flags/config_path" in tb.tb_frame.f_code.co_filename:
@@ -191,7 +191,6 @@ def parse_absl_flags(argv):
   """`flags_parser` for `absl.app.run`: a flag error (unknown flag, bad value,
   unknown config field or preset, missing config file) is one `error:` line
   and exit 2, with the traceback under --verbose / JSSL_VERBOSE=1."""
-  import sys  # pylint: disable=import-outside-toplevel
   from absl import flags  # pylint: disable=import-outside-toplevel
   message, error = None, None
   try:
@@ -209,7 +208,6 @@ def parse_absl_flags(argv):
     if message is None:
       return rest
   if error is not None and verbose_requested(_verbose_in(argv)):
-    import traceback  # pylint: disable=import-outside-toplevel
     traceback.print_exception(error, file=sys.stderr)
   print(f"error: {message}", file=sys.stderr, flush=True)
   sys.exit(USER_ERROR_EXIT)
