@@ -21,6 +21,8 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from jssl import errors
+
 # Fields that may differ between the run that wrote a checkpoint and the run
 # that resumes it (dotted paths, prefix match).
 RESUMABLE_FIELDS = (
@@ -71,7 +73,7 @@ def write_or_check_config(workdir: str, config: Any) -> None:
       old = json.load(f)
     diffs = config_differences(old, new)
     if diffs:
-      raise ValueError(
+      raise errors.ConfigError(
           f"workdir {workdir} holds checkpoints of a different config; "
           "refusing to resume or overwrite it. Differences (saved -> new):\n  "
           + "\n  ".join(diffs)

@@ -38,7 +38,9 @@ B/256) override the presets' epochs / batch / lr for both.
 Writes `OUT/eval.json` (every number, with the settings), `OUT/eval.md` (the
 table) and, with matplotlib, `OUT/spectrum.png` and `OUT/projection.png`
 (`--plots=pca|tsne|''`). OUT defaults to `EXPORT/eval_<dataset>`. An existing
-`eval.json` there is not overwritten unless `--overwrite`.
+`eval.json` there is not overwritten unless `--overwrite`. A user error
+(argument, dataset, export) is one `error:` line and exit status 2
+(`--verbose` or JSSL_VERBOSE=1 adds the traceback).
 
 Datasets: `digits` (the offline quickstart data, at the export's input size)
 or any prepared TFDS image classification dataset (`--data_dir`; see
@@ -54,6 +56,8 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
+
+from jssl import errors
 
 PROTOCOLS = ("linear", "knn", "ncm", "gda", "fewshot", "moments", "diagnostics")
 # Protocols that train through the encoder on augmented crops (jssl.evals.finetune).
@@ -83,8 +87,8 @@ def parse_protocols(spec: str | Sequence[str]) -> tuple[str, ...]:
   known = PROTOCOLS + TRAINED_PROTOCOLS
   unknown = [p for p in names if p not in known]
   if unknown:
-    raise ValueError(f"unknown protocol(s) {unknown}; choose from {list(known)}, "
-                     "'features' or 'all'")
+    raise errors.ConfigError(f"unknown protocol(s) {unknown}; choose from {list(known)}, "
+                             "'features' or 'all'")
   return tuple(dict.fromkeys(names))
 
 
@@ -110,7 +114,7 @@ def dataset_batches(dataset: str, *, size: int, crop_fraction: float,
                 "test": (arrays.test_images, arrays.test_labels)}
     bad = [k for k in splits if k not in by_split]
     if bad:
-      raise ValueError(f"digits has splits {sorted(by_split)}, not {bad}")
+      raise errors.DataError(f"digits has splits {sorted(by_split)}, not {bad}")
     return arrays.num_classes, {
         s: _array_batches(*by_split[k], batch_size)
         for s, k in zip(("train", "test"), splits)}
@@ -124,8 +128,8 @@ def dataset_batches(dataset: str, *, size: int, crop_fraction: float,
   try:
     builder = tfds.builder(dataset, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise ValueError(f"--dataset={dataset!r} is neither 'digits' nor a TFDS dataset: "
-                     f"{str(e).splitlines()[0]}") from None
+    raise errors.DataError(f"--dataset={dataset!r} is neither 'digits' nor a TFDS dataset: "
+                           f"{str(e).splitlines()[0]}") from None
   if not builder.is_prepared():
     raise tfds_source._not_prepared(dataset, data_dir)  # pylint: disable=protected-access
   num_classes = builder.info.features["label"].num_classes
@@ -155,7 +159,7 @@ def extract(encoder, batches: Iterable[dict], *, tokens: Optional[str] = None) -
     if tokens:
       toks.append(np.asarray(out[tokens], np.float32)[keep])
   if not feats:
-    raise ValueError("the split yielded no examples")
+    raise errors.DataError("the split yielded no examples")
   return Split(np.concatenate(feats), np.concatenate(labels),
                np.concatenate(toks) if tokens else None)
 
@@ -171,7 +175,7 @@ def token_output(encoder) -> str:
   for k in TOKEN_OUTPUTS:
     if k in spec and len(spec[k].shape) in (3, 4):
       return k
-  raise ValueError(
+  raise errors.ConfigError(
       f"the moments protocol needs token or feature-map outputs {TOKEN_OUTPUTS}; "
       f"this export's encoder ({encoder.model_config.get('name')}) gives only "
       f"{sorted(spec)}. Drop 'moments' from --protocols.")
@@ -224,8 +228,8 @@ def run_protocols(train: Split, test: Split, *, num_classes: int,
       usable, way, query = _fewshot_settings(train.labels, test.labels, num_classes,
                                              shots, n_way, n_query)
       if not usable:
-        raise ValueError(f"few-shot: every K in {list(shots)} exceeds the smallest "
-                         "train class")
+        raise errors.ConfigError(f"few-shot: every K in {list(shots)} exceeds the smallest "
+                                 "train class")
       r = fewshot_lib.fewshot_accuracy(*args, num_classes=num_classes, shots=usable,
                                        n_way=way, n_query=query, n_episodes=n_episodes)
       out[name] = {c: {str(k): {kk: v[kk] for kk in ("mean", "ci95")}
@@ -268,7 +272,7 @@ def trained_jobs(protocols: Sequence[str], *, linear_preset: str = "simclr",
         "linear", linear_preset, **overrides)))
   if "finetune" in protocols:
     if not label_fractions:
-      raise ValueError("finetune: no --label_fractions given")
+      raise errors.ConfigError("finetune: no --label_fractions given")
     for frac in label_fractions:
       jobs.append(("finetune", float(frac), finetune_preset, finetune.protocol_config(
           "finetune", finetune_preset, label_fraction=float(frac), **overrides)))
@@ -293,7 +297,7 @@ def run_trained(encoder, dataset: str, protocols: Sequence[str], *,
     from jssl.data import digits  # pylint: disable=import-outside-toplevel
     arrays = digits.load_arrays("digits", size=size)
     if splits[0] != "train":
-      raise ValueError(f"digits trains on split 'train', not {splits[0]!r}")
+      raise errors.DataError(f"digits trains on split 'train', not {splits[0]!r}")
     labels = arrays.train_labels
 
     def train_data(cfg, indices):
@@ -421,10 +425,10 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
   trained = [p for p in protocols if p in TRAINED_PROTOCOLS]
   trained_jobs(trained, **(trained_kwargs or {}))  # bad settings fail before any work
   if plots and plots not in plots_lib.PROJECTIONS:
-    raise ValueError(f"--plots={plots!r}: one of {plots_lib.PROJECTIONS} or ''")
+    raise errors.ConfigError(f"--plots={plots!r}: one of {plots_lib.PROJECTIONS} or ''")
   out = out or os.path.join(export, f"eval_{dataset.replace('/', '_')}")
   if os.path.exists(os.path.join(out, "eval.json")) and not overwrite:
-    raise FileExistsError(f"{out}/eval.json exists; pass --overwrite or another --out")
+    raise errors.OutputExistsError(f"{out}/eval.json exists; pass --overwrite or another --out")
   encoder = export_lib.load_encoder(export, device=jax.devices()[0])
   tokens = token_output(encoder) if "moments" in protocols else None
   pp = encoder.preprocess_config
@@ -498,6 +502,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                  help="linear_sgd / finetune: base lr, scaled by B/256 (default: preset)")
   p.add_argument("--log_every_steps", type=int, default=50,
                  help="linear_sgd / finetune: progress every N steps (0: quiet)")
+  p.add_argument("--verbose", action="store_true",
+                 help="print the traceback of a user error too (or set JSSL_VERBOSE=1)")
   a = p.parse_args(argv)
   overrides = {"log_every_steps": a.log_every_steps}
   if a.train_epochs is not None:
@@ -520,5 +526,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   print(f"wrote {report['out']}/eval.json and eval.md")
 
 
+def cli(argv: Optional[Sequence[str]] = None) -> None:
+  """`python -m jssl.evaluate`: `main`, with a user error (bad argument,
+  dataset or export) printed as one `error:` line and exit status 2; the
+  traceback only with --verbose or JSSL_VERBOSE=1. Bugs keep theirs (exit 1)."""
+  import argparse  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  pre = argparse.ArgumentParser(add_help=False)
+  pre.add_argument("--verbose", action="store_true")
+  verbose = pre.parse_known_args(argv)[0].verbose
+  sys.exit(errors.call(main, argv, verbose=verbose) or 0)
+
+
 if __name__ == "__main__":
-  main()
+  cli()

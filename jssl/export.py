@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jssl import errors
+
 FORMAT = "jssl-encoder/1"
 
 
@@ -138,23 +140,23 @@ def load_encoder(path: str, *, device: jax.Device | None = None) -> Encoder:
   npz_path = os.path.join(path, "params.npz")
   for p in (meta_path, npz_path):
     if not os.path.exists(p):
-      raise FileNotFoundError(
+      raise errors.ExportNotFoundError(
           f"{path} is not a jssl export: {os.path.basename(p)} is missing "
           "(exports are written to <workdir>/export at the end of training)")
   try:
     with open(meta_path) as f:
       meta = json.load(f)
   except json.JSONDecodeError as e:
-    raise ValueError(f"corrupt export metadata {meta_path}: {e}") from e
+    raise errors.ExportError(f"corrupt export metadata {meta_path}: {e}") from e
   if meta.get("format") != FORMAT:
-    raise ValueError(
+    raise errors.ExportError(
         f"{meta_path}: unknown export format {meta.get('format')!r}, "
         f"expected {FORMAT!r}")
   try:
     with np.load(npz_path, allow_pickle=False) as z:
       flat = {k: z[k] for k in z.files}
   except Exception as e:  # zipfile / numpy raise several types
-    raise ValueError(f"corrupt export parameters {npz_path}: {e}") from e
+    raise errors.ExportError(f"corrupt export parameters {npz_path}: {e}") from e
 
   device = device or jax.devices("cpu")[0]
   module = models.make_encoder(meta["model"])
@@ -170,7 +172,7 @@ def load_encoder(path: str, *, device: jax.Device | None = None) -> Encoder:
   bad = [f"{k}: saved {flat[k].shape}, model {exp_flat[k].shape}"
          for k in exp_flat if k in flat and flat[k].shape != exp_flat[k].shape]
   if missing or extra or bad:
-    raise ValueError(
+    raise errors.ExportError(
         f"{npz_path} does not match model {meta['model']}: missing "
         f"{missing[:5]}, unexpected {extra[:5]}, shape mismatches {bad[:5]}")
   variables = flax.traverse_util.unflatten_dict(

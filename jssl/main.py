@@ -20,8 +20,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from jssl import config_check
 from jssl import configs
-from jssl.errors import JsslError
+from jssl import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
@@ -50,6 +51,9 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _CPU_COLLECTIVES = flags.DEFINE_string(
     "cpu_collectives", "gloo",
     "Collectives implementation for multi-process CPU jobs.")
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Print the traceback of a user error too (or set "
+    "JSSL_VERBOSE=1); without it a user error is one 'error:' line, exit 2.")
 
 
 def _detected_cluster():
@@ -141,7 +145,8 @@ def main(argv):
     raise app.UsageError("--workdir is required")
   if _CONFIG.value is None:
     raise app.UsageError("--config is required, e.g. "
-                         "--config=configs/simclr.py:quickstart")
+                         "--config=simclr:quickstart")
+  config_check.validate(_CONFIG.value)  # here too: before the seconds of TF/JAX imports
   if not flags.FLAGS["verbosity"].present:
     # Progress goes to stdout (metrics_log); library INFO logs (Orbax, TFDS)
     # would drown it. `-v 0` brings them back.
@@ -180,10 +185,11 @@ def cli():
   _key_flags_for_help()
   try:
     sys.argv = configs.resolve_argv(sys.argv)  # ml_collections reads sys.argv too
-  except (JsslError, flags.Error) as e:  # a wrong run-book name: one line, a usage error
+  except (errors.JsslError, flags.Error) as e:  # a wrong run-book name: one line
     print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  app.run(main)
+    sys.exit(errors.USER_ERROR_EXIT)
+  # User errors (flags, config, data, workdir): one 'error:' line, exit 2.
+  app.run(errors.absl_main(main, _VERBOSE), flags_parser=errors.parse_absl_flags)
 
 
 if __name__ == "__main__":

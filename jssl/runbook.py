@@ -12,6 +12,8 @@ from typing import Callable
 
 import ml_collections
 
+from jssl.errors import ConfigError
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)   # canonical train-set statistics
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -137,6 +139,6 @@ def digits_data(c: ml_collections.ConfigDict, recipe: Recipe, *,
 
 def check_preset(preset: str, presets: tuple[str, ...], file: str) -> str:
   if preset not in presets:
-    raise ValueError(f"unknown preset {preset!r} for {file}; choose one of "
-                     f"{', '.join(presets)}")
+    raise ConfigError(f"unknown preset {preset!r} for {file}; choose one of "
+                      f"{', '.join(presets)}")
   return preset

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jssl import errors
+
 
 def scaled_learning_rate(cfg: Any, global_batch: int) -> float:
   """`base_lr * B / 256` ('linear'), `base_lr * sqrt(B)` ('sqrt') or `base_lr`."""
@@ -25,7 +27,7 @@ def scaled_learning_rate(cfg: Any, global_batch: int) -> float:
     return cfg.base_lr * math.sqrt(global_batch)
   if scaling == "none":
     return cfg.base_lr
-  raise ValueError(
+  raise errors.ConfigError(
       f"optimizer.lr_scaling={scaling!r}: expected 'linear', 'sqrt' or 'none'")
 
 
@@ -153,8 +155,8 @@ def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
   """
   unknown = sorted(set(cfg.keys()) - set(_OPTIMIZER_KEYS))
   if unknown:
-    raise ValueError(f"unknown optimizer config keys {unknown}; allowed: "
-                     f"{list(_OPTIMIZER_KEYS)}")
+    raise errors.ConfigError(f"unknown optimizer config keys {unknown}; allowed: "
+                             f"{list(_OPTIMIZER_KEYS)}")
   lr = scaled_learning_rate(cfg, global_batch)
   warmup = int(round(cfg.get("warmup_epochs", 0) * steps_per_epoch))
   schedule = warmup_cosine(lr, total_steps, warmup,

@@ -24,6 +24,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from jssl import errors
+
 DATA_AXIS = "data"
 
 
@@ -42,17 +44,17 @@ def make_mesh(mesh_axes: Sequence[Sequence[Any]] = ((DATA_AXIS, -1),),
   names = [str(a[0]) for a in mesh_axes]
   sizes = [int(a[1]) for a in mesh_axes]
   if DATA_AXIS not in names:
-    raise ValueError(f"mesh {list(mesh_axes)} has no {DATA_AXIS!r} axis")
+    raise errors.ConfigError(f"mesh {list(mesh_axes)} has no {DATA_AXIS!r} axis")
   if sizes.count(-1) > 1:
-    raise ValueError(f"mesh {list(mesh_axes)}: at most one axis may be -1")
+    raise errors.ConfigError(f"mesh {list(mesh_axes)}: at most one axis may be -1")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if len(devices) % known:
-      raise ValueError(
+      raise errors.ConfigError(
           f"mesh {list(mesh_axes)} does not divide {len(devices)} devices")
     sizes[sizes.index(-1)] = len(devices) // known
   if math.prod(sizes) != len(devices):
-    raise ValueError(
+    raise errors.ConfigError(
         f"mesh {list(mesh_axes)} needs {math.prod(sizes)} devices, "
         f"found {len(devices)}")
   device_array = np.asarray(devices).reshape(sizes)
@@ -78,11 +80,11 @@ def check_global_batch(global_batch: int, mesh: Mesh) -> int:
   """Returns the per-process batch size, or raises a readable error."""
   n_data = mesh.shape[DATA_AXIS]
   if global_batch % n_data:
-    raise ValueError(
+    raise errors.ConfigError(
         f"global batch size {global_batch} is not divisible by the {n_data} "
         f"devices of the '{DATA_AXIS}' mesh axis; choose a multiple of {n_data}")
   if global_batch % jax.process_count():
-    raise ValueError(
+    raise errors.ConfigError(
         f"global batch size {global_batch} is not divisible by the "
         f"{jax.process_count()} processes")
   return global_batch // jax.process_count()

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jssl import errors
 from jssl import sharding as shd
 from jssl.methods.base import PROBE_FEATURES, Method
 from jssl.state import TrainState
@@ -44,8 +45,8 @@ def make_online_probe(cfg, *, num_classes: int, total_steps: int) -> Optional[On
     return None
   unknown = sorted(set(cfg) - {"enabled", "lr", "momentum"})
   if unknown:
-    raise ValueError(f"config.online_probe has unknown keys {unknown}; "
-                     "expected enabled, lr, momentum")
+    raise errors.ConfigError(f"config.online_probe has unknown keys {unknown}; "
+                             "expected enabled, lr, momentum")
   if num_classes < 2:
     raise ValueError(f"online probe needs >= 2 classes, got {num_classes}")
   lr = optax.cosine_decay_schedule(float(cfg.get("lr", 0.1)), max(int(total_steps), 1))
@@ -97,14 +98,14 @@ def make_diagnostics(cfg, *, every: int, total_steps: int,
     return None
   unknown = sorted(set(cfg) - {"enabled", "every_steps"})
   if unknown:
-    raise ValueError(f"config.diagnostics has unknown keys {unknown}; expected "
-                     "enabled, every_steps")
+    raise errors.ConfigError(f"config.diagnostics has unknown keys {unknown}; expected "
+                             "enabled, every_steps")
   n = int(cfg.get("every_steps", 0)) or int(every)
   if n < 1:
-    raise ValueError(f"diagnostics every_steps must be >= 1, got {n}")
+    raise errors.ConfigError(f"diagnostics every_steps must be >= 1, got {n}")
   if n % int(every):
-    raise ValueError(f"config.diagnostics.every_steps={n} must be a multiple of "
-                     f"log_every_steps={every}: metrics are read on log steps only")
+    raise errors.ConfigError(f"config.diagnostics.every_steps={n} must be a multiple of "
+                             f"log_every_steps={every}: metrics are read on log steps only")
   return Diagnostics(n, int(total_steps), num_classes)
 
 

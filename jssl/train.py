@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from jssl import checkpoint as ckpt_lib
+from jssl import config_check
 from jssl import export as export_lib
 from jssl import faults
 from jssl import methods
@@ -175,6 +176,7 @@ def evaluate(method, state, data: Datasets, mesh, config, *,
 
 def run(config, workdir: str) -> dict:
   """Pretrains, evaluates and exports; returns the results dict."""
+  config_check.validate(config)  # bad counts / rates fail before any work
   if config.eval.get("plots", "") not in ("",) + plots_lib.PROJECTIONS:
     raise ValueError(f"config.eval.plots={config.eval.plots!r}: one of "
                      f"{plots_lib.PROJECTIONS} or '' (no plots)")

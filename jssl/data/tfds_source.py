@@ -28,10 +28,12 @@ from typing import Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
+from jssl import errors
+
 Batch = Dict[str, np.ndarray]
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotPreparedError(errors.DataNotFoundError):
   """The TFDS dataset is not prepared in the data dir (and cannot be downloaded)."""
 
 

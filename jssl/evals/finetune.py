@@ -75,6 +75,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from jssl import errors
+
 from jssl import schedules
 from jssl import sharding as shd
 from jssl.data import augment as aug_lib
@@ -112,17 +114,17 @@ def protocol_config(protocol: str, preset: str = "simclr", *,
   `crop_ratio`, `flip_p`, `seed`, `log_every_steps` (0 = quiet).
   """
   if protocol not in PRESETS:
-    raise ValueError(f"unknown trained protocol {protocol!r}; choose from {list(PRESETS)}")
+    raise errors.ConfigError(f"unknown trained protocol {protocol!r}; choose from {list(PRESETS)}")
   if preset not in PRESETS[protocol]:
-    raise ValueError(f"unknown {protocol} preset {preset!r}; choose from "
-                     f"{list(PRESETS[protocol])}")
+    raise errors.ConfigError(f"unknown {protocol} preset {preset!r}; choose from "
+                             f"{list(PRESETS[protocol])}")
   c = dict(train_encoder=protocol == "finetune", label_fraction=1.0, head_bn=False,
            head_init="zeros", crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3),
            flip_p=0.5, seed=0, log_every_steps=0)
   if protocol == "linear":
     if label_fraction not in (None, 1.0):
-      raise ValueError("the linear protocol trains on every label; label_fraction "
-                       "is for 'finetune'")
+      raise errors.ConfigError("the linear protocol trains on every label; label_fraction "
+                               "is for 'finetune'")
     if preset == "simclr":
       c.update(epochs=90.0, batch_size=4096, optimizer=_sgd(0.1, 1e-6))
     else:  # mae
@@ -132,24 +134,24 @@ def protocol_config(protocol: str, preset: str = "simclr", *,
                               weight_decay=0.0, warmup_epochs=10.0))
   else:
     if label_fraction is None:
-      raise ValueError("the finetune protocol needs label_fraction (e.g. 0.01 or 0.1)")
+      raise errors.ConfigError("the finetune protocol needs label_fraction (e.g. 0.01 or 0.1)")
     c.update(label_fraction=float(label_fraction),
              epochs=60.0 if label_fraction <= 0.01 else 30.0, batch_size=4096,
              optimizer=_sgd(0.05, 0.0))
   cfg = ml_collections.ConfigDict(c)
   unknown = sorted(set(overrides) - set(_KEYS))
   if unknown:
-    raise ValueError(f"unknown {protocol} settings {unknown}; allowed: {list(_KEYS)}")
+    raise errors.ConfigError(f"unknown {protocol} settings {unknown}; allowed: {list(_KEYS)}")
   opt = overrides.pop("optimizer", None)
   cfg.update(overrides)
   if opt:
     cfg.optimizer.update(opt)
   if not 0.0 < cfg.label_fraction <= 1.0:
-    raise ValueError(f"label_fraction must be in (0, 1], got {cfg.label_fraction}")
+    raise errors.ConfigError(f"label_fraction must be in (0, 1], got {cfg.label_fraction}")
   if cfg.epochs <= 0 or cfg.batch_size < 1:
-    raise ValueError(f"epochs ({cfg.epochs}) and batch_size ({cfg.batch_size}) must be > 0")
+    raise errors.ConfigError(f"epochs ({cfg.epochs}) and batch_size ({cfg.batch_size}) must be > 0")
   if cfg.head_init not in ("zeros", "normal"):
-    raise ValueError(f"head_init must be 'zeros' or 'normal', got {cfg.head_init!r}")
+    raise errors.ConfigError(f"head_init must be 'zeros' or 'normal', got {cfg.head_init!r}")
   cfg.lock()
   return cfg
 

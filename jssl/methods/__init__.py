@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from jssl import errors
 from jssl.methods.base import Method, TrainLength
 
 # Modules of this package that are shared pieces, not methods.
@@ -31,7 +32,7 @@ def make(config, length: TrainLength | None = None) -> Method:
   """
   name = config.method
   if name not in available():
-    raise ValueError(
+    raise errors.ConfigError(
         f"unknown method {name!r}; available: {', '.join(available())}")
   return importlib.import_module(f"jssl.methods.{name}").make(config, length)
 

@@ -33,7 +33,7 @@ Evaluation/export: the encoder f (the only network there is).
 """
 from __future__ import annotations
 
-from jssl import losses
+from jssl import errors, losses
 from jssl.methods import base, common
 from jssl.methods.base import Method
 
@@ -41,14 +41,14 @@ from jssl.methods.base import Method
 def make(config, length=None) -> Method:
   del length  # no step-dependent schedule besides the LR
   if config.views.num_views != 2:
-    raise ValueError(
+    raise errors.ConfigError(
         f"Barlow Twins correlates exactly 2 views; config.views.num_views="
         f"{config.views.num_views}")
   lambda_param = float(config.loss.lambda_param)
   scale = float(config.loss.get("scale", 1.0))
   if lambda_param < 0 or scale <= 0:
-    raise ValueError(f"Barlow Twins needs config.loss.lambda_param >= 0 and "
-                     f"scale > 0, got {lambda_param} and {scale}")
+    raise errors.ConfigError(f"Barlow Twins needs config.loss.lambda_param >= 0 and "
+                             f"scale > 0, got {lambda_param} and {scale}")
   encoder, net, init = common.build_joint(config)
 
   def loss(params, method_state, views, batch, key, step):

@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jssl import models, schedules
+from jssl import errors, models, schedules
 from jssl.data import views as views_lib
 from jssl.methods import base
 
@@ -135,12 +135,12 @@ def apply_per_view(net: nn.Module, variables: dict, views: Sequence[jax.Array],
 
 def require_views(config, method: str, num: int = 2) -> None:
   if config.views.num_views != num:
-    raise ValueError(
+    raise errors.ConfigError(
         f"{method} compares exactly {num} views of each image; "
         f"config.views.num_views={config.views.num_views}")
   num_local = views_lib.local_crops(config.views).num
   if num_local:
-    raise ValueError(
+    raise errors.ConfigError(
         f"{method} uses no multi-crop local views; "
         f"config.views.local.num={num_local} (set it to 0)")
 
@@ -170,8 +170,8 @@ def multicrop_groups(views: Sequence[jax.Array], num_global: int,
 def require_fields(config, method: str, fields: Sequence[str]) -> None:
   missing = [f for f in fields if f not in config]
   if missing:
-    raise ValueError(f"{method} needs config fields {missing} "
-                     f"(see configs/{config.method}.py)")
+    raise errors.ConfigError(f"{method} needs config fields {missing} "
+                             f"(see configs/{config.method}.py)")
 
 
 # --------------------------------------------------------------------------
@@ -184,8 +184,8 @@ def momentum_schedule(config, length, what: str):
   length = base.require_length(length, what)
   start, end = float(config.ema.base_momentum), float(config.ema.final_momentum)
   if not 0.0 <= start <= end <= 1.0:
-    raise ValueError(f"{what}: need 0 <= ema.base_momentum <= "
-                     f"ema.final_momentum <= 1, got {start}, {end}")
+    raise errors.ConfigError(f"{what}: need 0 <= ema.base_momentum <= "
+                             f"ema.final_momentum <= 1, got {start}, {end}")
   return schedules.cosine_between(start, end, length.total_steps)
 
 

@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jssl import losses, models
+from jssl import errors, losses, models
 from jssl.methods import base, common
 from jssl.methods.base import Method
 from jssl.models import dino_head
@@ -96,29 +96,29 @@ def _check_config(config) -> int:
   """Config errors DINO can detect before any tracing; returns L."""
   common.require_fields(config, "DINO", ("head", "loss", "ema", "dino"))
   if config.views.num_views != NUM_GLOBAL:
-    raise ValueError(
+    raise errors.ConfigError(
         f"DINO's teacher sees exactly {NUM_GLOBAL} global crops; "
         f"config.views.num_views={config.views.num_views} (local crops go in "
         "config.views.local.num)")
   num_local = _num_local(config)
   if num_local < 0:
-    raise ValueError(f"config.views.local.num={num_local} must be >= 0")
+    raise errors.ConfigError(f"config.views.local.num={num_local} must be >= 0")
   if num_local:
     local = config.views.local
     missing = [k for k in ("image_size", "scale") if k not in local]
     if missing:
-      raise ValueError(
+      raise errors.ConfigError(
           f"DINO multi-crop: config.views.local.num={num_local} but "
           f"config.views.local lacks {missing} (see "
           "jssl.data.views.add_local_crops)")
   if (num_local and models.is_vit(config.model)
       and config.model.get("pos_embed", "sincos") == "learned"):
-    raise ValueError(
+    raise errors.ConfigError(
         "DINO multi-crop on a ViT needs position embeddings for two "
         "resolutions: jssl's learned table fixes one (DINO interpolates it); "
         "use config.model.pos_embed='sincos' or config.views.local.num=0")
   if config.optimizer.get("grad_clip_norm", 0.0) and config.dino.clip_grad:
-    raise ValueError(
+    raise errors.ConfigError(
         "DINO clips each parameter's gradient (config.dino.clip_grad="
         f"{config.dino.clip_grad}); set config.optimizer.grad_clip_norm=0 or "
         "config.dino.clip_grad=0, not both")

@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jssl import losses, models
+from jssl import errors, losses, models
 from jssl.data import views as views_lib
 from jssl.methods import base, common
 from jssl.methods.base import Method
@@ -95,38 +95,39 @@ class MAENet(nn.Module):
 
 def _check(config) -> tuple[float, dict]:
   if not models.is_vit(config.model):
-    raise ValueError(
+    raise errors.ConfigError(
         f"MAE masks the patch tokens of a ViT encoder; config.model.name="
         f"{config.model.get('name')!r} is not a ViT (use one of "
         f"{', '.join(n for n in models.VIT_VARIANTS if n != 'vit_test')}, "
         f"with config.model.patch_size)")
   if config.views.num_views != 1:
-    raise ValueError(f"MAE reconstructs one view per image; config.views.num_views="
-                     f"{config.views.num_views} (set it to 1)")
+    raise errors.ConfigError(f"MAE reconstructs one view per image; config.views.num_views="
+                             f"{config.views.num_views} (set it to 1)")
   p = int(config.model.get("patch_size", 16))
   size = int(config.views.image_size)
   if size % p:
-    raise ValueError(f"MAE: config.views.image_size={size} is not divisible by "
-                     f"config.model.patch_size={p}")
+    raise errors.ConfigError(f"MAE: config.views.image_size={size} is not divisible by "
+                             f"config.model.patch_size={p}")
   if "loss" not in config or "mask_ratio" not in config.loss:
-    raise ValueError("MAE needs config.loss.mask_ratio (0.75 in the paper) and "
-                     "config.loss.norm_pix_loss")
+    raise errors.ConfigError("MAE needs config.loss.mask_ratio (0.75 in the paper) and "
+                             "config.loss.norm_pix_loss")
   ratio = float(config.loss.mask_ratio)
   n = (size // p) ** 2
   if not 0.0 <= ratio < 1.0 or num_keep(n, ratio) < 1:
-    raise ValueError(f"MAE: config.loss.mask_ratio={ratio} must leave at least one of "
-                     f"the {n} patches visible")
+    raise errors.ConfigError(f"MAE: config.loss.mask_ratio={ratio} must leave at least one of "
+                             f"the {n} patches visible")
   if "decoder" not in config:
-    raise ValueError("MAE needs config.decoder with width, depth, num_heads "
-                     "(paper: 512, 8, 16)")
+    raise errors.ConfigError("MAE needs config.decoder with width, depth, num_heads "
+                             "(paper: 512, 8, 16)")
   dec = config.decoder
   dec = dict(dec.to_dict() if hasattr(dec, "to_dict") else dec)
   unknown = sorted(set(dec) - set(_DECODER_KEYS))
   if unknown:
-    raise ValueError(f"unknown config.decoder keys {unknown}; allowed: {list(_DECODER_KEYS)}")
+    raise errors.ConfigError(
+        f"unknown config.decoder keys {unknown}; allowed: {list(_DECODER_KEYS)}")
   if dec["width"] % dec["num_heads"]:
-    raise ValueError(f"MAE decoder width {dec['width']} not divisible by num_heads "
-                     f"{dec['num_heads']}")
+    raise errors.ConfigError(f"MAE decoder width {dec['width']} not divisible by num_heads "
+                             f"{dec['num_heads']}")
   return ratio, dec
 
 

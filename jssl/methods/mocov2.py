@@ -61,7 +61,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jssl import losses, schedules
+from jssl import errors, losses, schedules
 from jssl.methods import base, common
 from jssl.methods.base import Method, require_length
 
@@ -73,7 +73,7 @@ def momentum_schedule(config, length):
   base, final = float(config.momentum.base), float(config.momentum.final)
   for name, m in (("base", base), ("final", final)):
     if not 0.0 <= m <= 1.0:
-      raise ValueError(f"config.momentum.{name}={m}: a momentum lies in [0, 1]")
+      raise errors.ConfigError(f"config.momentum.{name}={m}: a momentum lies in [0, 1]")
   if base == final:
     return lambda step: jnp.asarray(base, jnp.float32)
   length = require_length(length, "MoCo v2's cosine key-encoder momentum")
@@ -82,7 +82,7 @@ def momentum_schedule(config, length):
 
 def make(config, length=None) -> Method:
   if config.views.num_views != 2:
-    raise ValueError(
+    raise errors.ConfigError(
         f"MoCo v2 contrasts a query view with a key view: config.views."
         f"num_views must be 2, got {config.views.num_views}")
   temperature = float(config.loss.temperature)
@@ -90,14 +90,14 @@ def make(config, length=None) -> Method:
   symmetric = bool(config.loss.symmetric)
   batch = int(config.batch_size)
   if queue_size < batch or queue_size % batch:
-    raise ValueError(
+    raise errors.ConfigError(
         f"MoCo v2: config.loss.queue_size={queue_size} must be a multiple of "
         f"the global batch config.batch_size={batch} (the queue is a ring "
         f"written one global batch of keys at a time, as in the official "
         f"builder.py)")
   if config.projector.get("last_bn", False):
-    raise ValueError("MoCo v2's head ends in a plain Linear; set "
-                     "config.projector.last_bn=False")
+    raise errors.ConfigError("MoCo v2's head ends in a plain Linear; set "
+                             "config.projector.last_bn=False")
   momentum = momentum_schedule(config, length)
   dim = int(config.projector.out_dim)
   encoder, net, net_init = common.build_joint(config)

@@ -34,7 +34,7 @@ no BN follows); see also the configs for the optimiser's weight-decay mask.
 """
 from __future__ import annotations
 
-from jssl import losses, models
+from jssl import errors, losses, models
 from jssl.methods import base, common
 from jssl.methods.base import Method
 
@@ -58,7 +58,7 @@ def make(config, length=None) -> Method:
   vit = models.is_vit(config.model)
   freeze_patch = bool(config.get("freeze_patch_embed", False))
   if freeze_patch and not vit:
-    raise ValueError(
+    raise errors.ConfigError(
         "freeze_patch_embed (MoCo v3's random patch projection) needs a ViT "
         f"encoder; config.model.name={config.model.name!r}")
   momentum = common.momentum_schedule(config, length, "MoCo v3 momentum")

@@ -21,7 +21,7 @@ gradient, which a linear-scaled learning rate absorbs.
 """
 from __future__ import annotations
 
-from jssl import losses
+from jssl import errors, losses
 from jssl.methods import base, common
 from jssl.methods.base import Method
 
@@ -39,13 +39,13 @@ def contrastive_loss_fn(loss_cfg):
   if name == "dclw":
     sigma = loss_cfg.get("sigma", 0.5)
     return lambda a, b: losses.dclw(a, b, temperature=temperature, sigma=sigma)
-  raise ValueError(f"config.loss.name={name!r}: SimCLR supports {', '.join(LOSSES)}")
+  raise errors.ConfigError(f"config.loss.name={name!r}: SimCLR supports {', '.join(LOSSES)}")
 
 
 def make(config, length=None) -> Method:
   del length  # SimCLR has no step-dependent schedule besides the LR.
   if config.views.num_views != 2:
-    raise ValueError(
+    raise errors.ConfigError(
         f"SimCLR contrasts exactly 2 views; config.views.num_views="
         f"{config.views.num_views}")
   contrast = contrastive_loss_fn(config.loss)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jssl import losses
+from jssl import errors, losses
 from jssl.methods import base, common
 from jssl.methods.base import Method
 
@@ -41,13 +41,13 @@ def make(config, length=None) -> Method:
   del length  # no step-dependent schedule besides the LR
   num_views = config.views.num_views
   if num_views < 2:
-    raise ValueError(f"SupCon needs >= 2 views of each image; "
-                     f"config.views.num_views={num_views}")
+    raise errors.ConfigError(f"SupCon needs >= 2 views of each image; "
+                             f"config.views.num_views={num_views}")
   temperature = float(config.loss.temperature)
   base_temperature = float(config.loss.get("base_temperature", temperature))
   if temperature <= 0 or base_temperature <= 0:
-    raise ValueError(f"SupCon temperatures must be > 0, got temperature="
-                     f"{temperature}, base_temperature={base_temperature}")
+    raise errors.ConfigError(f"SupCon temperatures must be > 0, got temperature="
+                             f"{temperature}, base_temperature={base_temperature}")
   encoder, net, init = common.build_joint(config)
 
   def loss(params, method_state, views, batch, key, step):

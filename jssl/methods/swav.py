@@ -74,7 +74,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jssl import losses, models
+from jssl import errors, losses, models
 from jssl.methods import base, common
 from jssl.methods.base import Method
 
@@ -126,19 +126,19 @@ def _settings(config, length):
   """Validated SwAV settings: (num_local, queue_len, queue_start, freeze)."""
   missing = [f for f in ("projector", "loss", "swav") if f not in config]
   if missing:
-    raise ValueError(f"SwAV needs config fields {missing} (see configs/swav.py)")
+    raise errors.ConfigError(f"SwAV needs config fields {missing} (see configs/swav.py)")
   if config.views.num_views != NUM_GLOBAL:
-    raise ValueError(
+    raise errors.ConfigError(
         f"SwAV computes codes on exactly {NUM_GLOBAL} global crops; "
         f"config.views.num_views={config.views.num_views} (small crops go in "
         "config.views.local.num, see jssl.data.views.add_local_crops)")
   local = config.views.get("local", None)
   num_local = int(local.get("num", 0)) if local is not None else 0
   if num_local < 0:
-    raise ValueError(f"config.views.local.num={num_local} must be >= 0")
+    raise errors.ConfigError(f"config.views.local.num={num_local} must be >= 0")
   sc = config.swav
   if int(sc.num_prototypes) <= 0:
-    raise ValueError(f"config.swav.num_prototypes={sc.num_prototypes} must be > 0")
+    raise errors.ConfigError(f"config.swav.num_prototypes={sc.num_prototypes} must be > 0")
   queue_len = int(sc.get("queue_length", 0))
   queue_start = freeze = 0
   if queue_len > 0:
@@ -146,7 +146,7 @@ def _settings(config, length):
     # main_swav.py: "the queue needs to be divisible by the batch size".
     queue_len -= queue_len % b
     if queue_len == 0:
-      raise ValueError(
+      raise errors.ConfigError(
           f"config.swav.queue_length={sc.queue_length} is shorter than the "
           f"global batch {b}; use a multiple of it, or 0 for no queue")
     length = base.require_length(length, "SwAV's queue start (epoch_queue_starts)")

@@ -29,7 +29,7 @@ Evaluation/export: the encoder f.
 """
 from __future__ import annotations
 
-from jssl import losses
+from jssl import errors, losses
 from jssl.methods import base, common
 from jssl.methods.base import Method
 
@@ -37,13 +37,13 @@ from jssl.methods.base import Method
 def make(config, length=None) -> Method:
   del length  # no step-dependent schedule besides the LR
   if config.views.num_views != 2:
-    raise ValueError(
+    raise errors.ConfigError(
         f"VICReg regularises exactly 2 views; config.views.num_views="
         f"{config.views.num_views}")
   coeffs = {k: float(config.loss[k])
             for k in ("sim_coeff", "std_coeff", "cov_coeff")}
   if min(coeffs.values()) < 0:
-    raise ValueError(f"VICReg coefficients must be >= 0, got {coeffs}")
+    raise errors.ConfigError(f"VICReg coefficients must be >= 0, got {coeffs}")
   encoder, net, init = common.build_joint(config)
 
   def loss(params, method_state, views, batch, key, step):
