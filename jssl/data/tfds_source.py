@@ -28,22 +28,23 @@ from typing import Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
+from jssl import errors
+
 Batch = Dict[str, np.ndarray]
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotPreparedError(errors.DataNotFoundError):
   """The TFDS dataset is not prepared in the data dir (and cannot be downloaded)."""
 
 
 def _not_prepared(name: str, data_dir: Optional[str]) -> DatasetNotPreparedError:
   where = data_dir or "~/tensorflow_datasets (TFDS default)"
   return DatasetNotPreparedError(
-      f"TFDS dataset {name!r} is not prepared in data_dir={where!r}, and TFDS cannot "
-      f"download it here (no network). Register a local copy of its archive with:\n"
-      f"  python -m jssl.data.offline --dataset={name} --archive=PATH/TO/ARCHIVE "
-      f"--data_dir={data_dir or 'DATA_DIR'}\n"
-      f"(for CIFAR-10: ../shared/data/cifar10/cifar-10-binary-reconstructed.tar.gz), "
-      f"or point data_dir at an already prepared TFDS directory.")
+      f"TFDS dataset {name!r} is not prepared in data_dir={where!r}: prepare it with "
+      f"TFDS (`tfds build {name}`, needs a network), or offline register a local copy "
+      f"of its archive with `python -m jssl.data.offline --dataset={name} "
+      f"--archive=PATH/TO/ARCHIVE --data_dir={data_dir or 'DATA_DIR'}`, or point "
+      f"config.data.data_dir at an already prepared TFDS directory.")
 
 
 def _as_dataset(name: str, data_dir: Optional[str], **kwargs):

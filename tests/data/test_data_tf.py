@@ -6,6 +6,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 
+from jssl import errors  # noqa: E402
 from jssl.data import augment as A  # noqa: E402
 from jssl.data import tf_ops, tfds_source, views  # noqa: E402
 
@@ -95,4 +96,6 @@ def test_missing_dataset_raises_one_clear_error(tmp_path):
       fn("cifar10", data_dir=str(tmp_path), batch_size_per_process=4, image_size=32)
     msg = str(e.value)
     assert "cifar10" in msg and str(tmp_path) in msg and "jssl.data.offline" in msg
+    assert "shared" not in msg and "\n" not in msg  # one line, no build-machine path
+    assert isinstance(e.value, errors.DataNotFoundError)
     assert e.value.__cause__ is None and e.value.__suppress_context__
