@@ -13,10 +13,14 @@ on host, split into contiguous per-process shards, zero-padded with
 
 Workers are threads (`concurrent.futures`): PIL releases the GIL while it
 decodes and resizes, so they scale over cores without pickling images between
-processes. grain 0.2.18's `MapDataset` was measured against this pool for the
-same work (`python -m jssl.data.benchmark`, README "Your own data") and was
-not faster, so the pool (no dependency) is used; the index rule above is
-grain's `IndexSampler` rule in ~20 lines.
+processes, and the unreadable-file count stays in one process. grain
+0.2.18's `MapDataset` + `ReadOptions(num_threads)` doing the same per-example
+work measured the same (`python -m jssl.data.benchmark --grain`: within the
++-10% noise of a shared 2-core machine, at 32 and 224 px), and its
+checkpointable iterator is not needed because the order is a pure function of
+the step; so the pool (no dependency) is used. If Python overhead ever bound
+a many-core host (tiny images), grain's `mp_prefetch` worker processes are
+the next step.
 """
 from __future__ import annotations
 
