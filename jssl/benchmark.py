@@ -11,7 +11,8 @@ JPEGs (`--host_folder`, `jssl.data.benchmark.folder_figures`: decode + 2
 random resized crops at 224 px from 500x375 and at 32 px from 32x32, per CPU
 second and with one thread per core) next to the step's demand
 (`host_feeds_step_x`: the folder pipeline's per-core rate at the nearer size
-times the host's cores, over the step's images/s per host). The train step is fed a synthetic
+times the host's cores, over the step's images/s per host; on CPU devices,
+which share the cores with the pipeline, the ratio of images per CPU second). The train step is fed a synthetic
 global batch of the config's shapes so it measures compute only. A benchmark,
 not a test: these machines are shared, so read figures as +-10%.
 """
@@ -150,10 +151,16 @@ def main(argv):
     out.update(host)
     near = "224px" if config.views.image_size >= 128 else "32px"
     per_core = next(v for k, v in host.items() if near in k and k.endswith("per_cpu_s"))
-    # Capacity of a dedicated host (per-core rate x cores: steadier than wall
-    # time on a shared machine) over the step's demand per host.
-    demand = out["images_per_s"] / jax.process_count()
-    out["host_feeds_step_x"] = round(per_core * (os.cpu_count() or 1) / demand, 2)
+    if jax.default_backend() == "cpu":
+      # The step and the pipeline share the cores: compare CPU seconds per
+      # image (steadier than wall time on a shared machine).
+      step_per_cpu_s = out["global_batch"] / out["cpu_s_per_step"]
+      out["host_feeds_step_x"] = round(per_core / step_per_cpu_s, 2)
+    else:
+      # Capacity of the host (per-core rate x cores) over the step's demand
+      # per host.
+      demand = out["images_per_s"] / jax.process_count()
+      out["host_feeds_step_x"] = round(per_core * (os.cpu_count() or 1) / demand, 2)
   width = max(len(k) for k in out)
   for k, v in out.items():
     print(f"{k:<{width}}  {v}")

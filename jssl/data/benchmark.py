@@ -67,7 +67,10 @@ def bench_folder(root: str, *, size: int, batch: int, workers: int, steps: int,
   src = folder.scan_folder(root)
   spec = loader.LoaderSpec(batch, workers=workers, process_index=0, process_count=1)
   it = loader.crop_batches(src, host.HostCrops(size, views), spec)
-  return _rates(it, steps, warmup=1)
+  try:
+    return _rates(it, steps, warmup=1)
+  finally:
+    it.close()  # stops the workers before the caller deletes the folder
 
 
 def bench_grain(root: str, *, size: int, batch: int, workers: int, steps: int,
