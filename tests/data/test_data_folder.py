@@ -182,3 +182,14 @@ def test_host_crop_geometry():
   assert np.abs(got["views"].astype(int) - 128).max() <= 3
   ev = host.resize_center_crop(Image.fromarray(arr[:, :12]), 8, crop_fraction=1.0)
   assert ev.shape == (8, 8, 3)
+
+
+def test_train_order_is_the_array_source_order():
+  """Folder and in-memory sources share one order rule (so both resume alike)."""
+  from jssl.data.sources import ArraySource, TrainOrder  # pylint: disable=import-outside-toplevel
+  arrays = ArraySource(np.zeros((50, 1, 1, 1), np.uint8), None, process_index=1,
+                       process_count=2)
+  order = TrainOrder(50, 8, seed=3, process_index=1, process_count=2)
+  for step in range(7):  # 3 steps per epoch: crosses epochs
+    np.testing.assert_array_equal(order.indices(step),
+                                  arrays.batch_indices(8, seed=3, step=step))
