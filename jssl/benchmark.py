@@ -5,14 +5,21 @@ r"""Train-step and input-pipeline throughput of a config, on the devices present
 
 Prints: compile time, the median step time over `--steps` steps after 2
 warm-up steps (images/s and views/s), peak memory (device allocator on
-GPU/TPU, process max RSS on CPU), and the host input pipeline's images/s (when
-its dataset is available). The train step is fed a synthetic global batch of
-the config's shapes so it measures compute only. A benchmark, not a test:
-these machines are shared, so read figures as +-10%.
+GPU/TPU, process max RSS on CPU), the host input pipeline's images/s (when
+its dataset is available), and the folder source's host pipeline on generated
+JPEGs (`--host_folder`, `jssl.data.benchmark.folder_figures`: decode + 2
+random resized crops at 224 px from 500x375 and at 32 px from 32x32, per CPU
+second and with one thread per core) next to the step's demand
+(`host_feeds_step_x`: the folder pipeline's per-core rate at the nearer size
+times the host's cores, over the step's images/s per host; on CPU devices,
+which share the cores with the pipeline, the ratio of images per CPU second). The train step is fed a synthetic
+global batch of the config's shapes so it measures compute only. A benchmark,
+not a test: these machines are shared, so read figures as +-10%.
 """
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import time
@@ -31,6 +38,9 @@ _PIPELINE = flags.DEFINE_integer("pipeline_batches", 30,
                                  "Host batches timed for the input pipeline "
                                  "(0 to skip).")
 _JSON = flags.DEFINE_string("json", None, "Also write the figures here.")
+_HOST_FOLDER = flags.DEFINE_bool("host_folder", True,
+                                 "Time the folder source's host pipeline on "
+                                 "generated JPEGs (224 px and 32 px).")
 
 
 def _peak_memory_bytes() -> tuple[int, str]:
@@ -51,7 +61,7 @@ def benchmark_step(config) -> dict:
   shd.check_global_batch(config.batch_size, mesh)
   size, v = config.views.image_size, config.views.num_views
   b = config.batch_size
-  if config.data.source == "tfds":
+  if config.data.source in ("tfds", "folder"):  # crops taken on host
     spec = {"views": ((b, v, size, size, 3), np.uint8)}
     local = views_lib.local_crops(config.views)
     if local.num:  # multi-crop: host local crops at their own resolution
@@ -135,6 +145,22 @@ def main(argv):
   out = benchmark_step(config)
   if _PIPELINE.value:
     out.update(benchmark_pipeline(config, _PIPELINE.value))
+  if _HOST_FOLDER.value:
+    from jssl.data import benchmark as data_bench  # pylint: disable=import-outside-toplevel
+    host = data_bench.folder_figures()
+    out.update(host)
+    near = "224px" if config.views.image_size >= 128 else "32px"
+    per_core = next(v for k, v in host.items() if near in k and k.endswith("per_cpu_s"))
+    if jax.default_backend() == "cpu":
+      # The step and the pipeline share the cores: compare CPU seconds per
+      # image (steadier than wall time on a shared machine).
+      step_per_cpu_s = out["global_batch"] / out["cpu_s_per_step"]
+      out["host_feeds_step_x"] = round(per_core / step_per_cpu_s, 2)
+    else:
+      # Capacity of the host (per-core rate x cores) over the step's demand
+      # per host.
+      demand = out["images_per_s"] / jax.process_count()
+      out["host_feeds_step_x"] = round(per_core * (os.cpu_count() or 1) / demand, 2)
   width = max(len(k) for k in out)
   for k, v in out.items():
     print(f"{k:<{width}}  {v}")

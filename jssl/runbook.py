@@ -43,9 +43,19 @@ def base_config(method: str) -> ml_collections.ConfigDict:
       name="lars", base_lr=0.3, lr_scaling="linear", weight_decay=1e-6,
       momentum=0.9, trust_coefficient=0.001, warmup_epochs=10.0,
       grad_clip_norm=0.0))
+  # source: 'tfds' (a prepared TFDS dataset `name` in `data_dir`, probes on
+  # `train_split` / `test_split`), 'folder' (`path` = DIR/<class>/*.jpg
+  # labelled, or DIR/*.jpg unlabelled; .jpg .jpeg .png of any size, decoded
+  # and cropped on host by `workers` threads), 'npz' (`path` = FILE.npz with
+  # `images` uint8 [N, H, W, C] and optional `labels` [N]) or 'digits' (the
+  # offline quickstart). eval_path: a labelled folder or .npz for the linear /
+  # kNN probes of folder and npz runs (unset: probes skipped, training and
+  # export unchanged). README "Your own data".
+  none = lambda: ml_collections.FieldReference(None, field_type=str)  # noqa: E731
   c.data = ml_collections.ConfigDict(dict(
-      source="tfds", name="cifar10", data_dir=ml_collections.FieldReference(
-          None, field_type=str), train_split="train", test_split="test"))
+      source="tfds", name="cifar10", data_dir=none(), train_split="train",
+      test_split="test", path=none(), eval_path=none(),
+      workers=0))               # host decode threads per process; 0: one per core
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=512, image_size=32, crop_fraction=1.0, knn_k=200,
       knn_temperature=0.1, at_end=True,

@@ -10,12 +10,10 @@ step and the probes.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
 import time
-from typing import Callable, Iterator
 
 import jax
 import numpy as np
@@ -31,100 +29,12 @@ from jssl import schedules
 from jssl import sharding as shd
 from jssl import step as step_lib
 from jssl.data import views as views_lib
+from jssl.data.pipeline import Datasets, build_datasets  # noqa: F401 (re-exported)
 from jssl.evals import diagnostics as diag_lib
 from jssl.evals import features as features_lib
 from jssl.evals import knn as knn_lib
 from jssl.evals import linear_probe as linear_lib
 from jssl.metrics_log import MetricsLog
-
-
-@dataclasses.dataclass
-class Datasets:
-  """What the loop needs from the input pipeline."""
-  train_batches: Callable[[int], Iterator[dict]]   # start_step -> host batches
-  eval_batches: Callable[[str], Iterator[dict]]    # split -> padded host batches
-  num_train: int
-  num_classes: int
-  batch_spec: dict          # global-batch jax.ShapeDtypeStruct pytree
-  image_shape: tuple        # raw eval image shape (H, W, C)
-
-
-def build_datasets(config, mesh) -> Datasets:
-  """Dispatches on `config.data.source` ('arrays' by name, or 'tfds')."""
-  dc = config.data
-  per_process = shd.check_global_batch(config.batch_size, mesh)
-  eval_per_process = shd.check_global_batch(config.eval.batch_size, mesh)
-  num_views = config.views.num_views
-  if dc.source == "arrays":
-    from jssl.data import digits, sources  # pylint: disable=import-outside-toplevel
-    arrays = digits.load_arrays(dc.name, **dict(dc.get("kwargs", {})))
-    train = sources.ArraySource(arrays.train_images, arrays.train_labels)
-    test = sources.ArraySource(arrays.test_images, arrays.test_labels)
-    splits = {"train": train, "test": test}
-    image_shape = tuple(arrays.train_images.shape[1:])
-
-    def train_batches(start_step):
-      return train.train_batches(per_process, seed=config.seed,
-                                 start_step=start_step)
-
-    def eval_batches(split):
-      return splits[split].eval_batches(eval_per_process)
-
-    spec = {"image": jax.ShapeDtypeStruct((config.batch_size, *image_shape),
-                                          np.uint8),
-            "label": jax.ShapeDtypeStruct((config.batch_size,), np.int32)}
-    return Datasets(train_batches, eval_batches, len(arrays.train_labels),
-                    int(arrays.num_classes), spec, image_shape)
-  if dc.source == "tfds":
-    from jssl.data import tfds_source  # pylint: disable=import-outside-toplevel
-    num_train, num_classes, channels = _tfds_info(dc)
-    size, vc = config.views.image_size, config.views
-    # Multi-crop: the local crops are taken on host too ('local_views').
-    local = views_lib.local_crops(vc)
-
-    def train_batches(start_step):
-      return tfds_source.tfds_train_batches(
-          dc.name, dc.train_split, data_dir=dc.data_dir,
-          batch_size_per_process=per_process, image_size=size,
-          num_views=num_views, crop_on_host=True, crop_scale=vc.crop.scale,
-          crop_ratio=vc.crop.ratio, num_local_views=local.num,
-          local_image_size=local.image_size, local_crop_scale=local.scale,
-          seed=config.seed, start_step=start_step)
-
-    def eval_batches(split):
-      return tfds_source.tfds_eval_batches(
-          dc.name, dc[f"{split}_split"], data_dir=dc.data_dir,
-          batch_size_per_process=eval_per_process,
-          image_size=config.eval.image_size,
-          crop_fraction=config.eval.crop_fraction)
-
-    spec = {"views": jax.ShapeDtypeStruct(
-        (config.batch_size, num_views, size, size, channels), np.uint8),
-            "label": jax.ShapeDtypeStruct((config.batch_size,), np.int32)}
-    if local.num:
-      spec["local_views"] = jax.ShapeDtypeStruct(
-          (config.batch_size, local.num, local.image_size, local.image_size,
-           channels), np.uint8)
-    return Datasets(train_batches, eval_batches, num_train, num_classes, spec,
-                    (config.eval.image_size, config.eval.image_size, channels))
-  raise ValueError(
-      f"config.data.source={dc.source!r}: expected 'arrays' or 'tfds'")
-
-
-def _tfds_info(dc) -> tuple[int, int, int]:
-  """(train examples, classes, channels) of a prepared TFDS dataset."""
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from jssl.data import tfds_source  # pylint: disable=import-outside-toplevel
-  try:
-    builder = tfds.builder(dc.name, data_dir=dc.data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise ValueError(f"config.data.name={dc.name!r} is not a TFDS dataset: "
-                     f"{str(e).splitlines()[0]}") from None
-  if not builder.is_prepared():
-    raise tfds_source._not_prepared(dc.name, dc.data_dir)  # pylint: disable=protected-access
-  info = builder.info
-  return (info.splits[dc.train_split].num_examples,
-          info.features["label"].num_classes, info.features["image"].shape[-1])
 
 
 def preprocess_config(config, channels: int) -> dict:
@@ -150,9 +60,9 @@ def evaluate(method, state, data: Datasets, mesh, config, *,
   with `return_test_features` (host numpy, for plots).
   """
   pp = preprocess_config(config, data.image_shape[-1])
-  # TFDS eval batches arrive resized and centre-cropped on host
-  # (`tfds_eval_batches`); cropping them again would keep crop_fraction^2.
-  crop = 1.0 if config.data.source == "tfds" else pp["crop_fraction"]
+  # TFDS, folder and npz eval batches arrive resized and centre-cropped on
+  # host; cropping them again would keep crop_fraction^2.
+  crop = 1.0 if data.eval_cropped_on_host else pp["crop_fraction"]
 
   encode = features_lib.preprocessed_apply(method.encoder, pp, crop_fraction=crop)
   fn = features_lib.make_feature_fn(encode, mesh)
@@ -163,10 +73,10 @@ def evaluate(method, state, data: Datasets, mesh, config, *,
   t_feat = time.time() - t0
   ec = config.eval
   knn = knn_lib.knn_accuracy(tr_x, tr_y, te_x, te_y,
-                             num_classes=data.num_classes, k=ec.knn_k,
+                             num_classes=data.probe_classes, k=ec.knn_k,
                              temperature=ec.knn_temperature)
   lin = linear_lib.linear_probe(tr_x, tr_y, te_x, te_y,
-                                num_classes=data.num_classes)
+                                num_classes=data.probe_classes)
   res = {"linear_top1": float(lin["top1"]), "knn_top1": float(knn["top1"]),
          "linear_l2": float(lin["l2"]), "feature_dim": int(tr_x.shape[1]),
          "eval_seconds": round(time.time() - t0, 2),
@@ -190,9 +100,14 @@ def run(config, workdir: str) -> dict:
       config.optimizer, global_batch=config.batch_size, total_steps=steps,
       steps_per_epoch=steps_per_epoch, frozen=method.frozen)
   view_fn = views_lib.make_view_fn(config.views, config.views.num_views)
-  probe = step_lib.make_online_probe(config.get("online_probe"),
-                                     num_classes=data.num_classes,
-                                     total_steps=steps)
+  # Unlabelled training data: no online probe (nothing to fit it to).
+  probe = step_lib.make_online_probe(
+      config.get("online_probe") if data.num_classes else None,
+      num_classes=data.num_classes, total_steps=steps)
+  if data.probes_skipped or not data.num_classes:
+    log.info("probes skipped: " + "; ".join(
+        ([] if data.num_classes else ["online probe: the training data has no labels"])
+        + ([f"end-of-run probes: {data.probes_skipped}"] if data.probes_skipped else [])))
   init_fn, state_sh = step_lib.make_init(method, tx, view_fn, mesh,
                                          data.batch_spec, seed=config.seed,
                                          probe=probe)
@@ -275,7 +190,7 @@ def run(config, workdir: str) -> dict:
         save(done, force=(done == steps))
         meter.restart()
       if (config.eval_every_steps and done % config.eval_every_steps == 0
-          and done != steps):
+          and done != steps and not data.probes_skipped):
         jax.block_until_ready(state.step)
         guard.check()
         meter.lap()
@@ -312,7 +227,9 @@ def run(config, workdir: str) -> dict:
              "images_per_sec": round(config.batch_size * meter.mean_rate, 1)
                                if meter.mean_rate else None}
   test_features = (None, None)
-  if config.eval.at_end:
+  if data.probes_skipped:
+    results["probes"] = f"skipped: {data.probes_skipped}"
+  elif config.eval.at_end:
     res, test_features = evaluate(method, state, data, mesh, config,
                                   return_test_features=True)
     # The same encoder at its initialisation (same seed): the baseline a
@@ -338,7 +255,7 @@ def run(config, workdir: str) -> dict:
                                           method=config.eval.plots)
       if written:
         log.info(f"plots: {', '.join(written)}")
-  if config.eval.at_end:
+  if config.eval.at_end and not data.probes_skipped:
     log.info(
         f"done: linear top-1 {res['linear_top1']:.4f} (random init "
         f"{rnd['linear_top1']:.4f}) | kNN top-1 {res['knn_top1']:.4f} (random "

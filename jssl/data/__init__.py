@@ -1,4 +1,9 @@
-"""jssl input pipeline: view recipes, keyed jnp augmentations, array and TFDS sources.
+"""jssl input pipeline: sources -> host decode/crop -> device views.
+
+Sources yield examples by index: in-memory arrays (`sources`, `digits`), your
+own folder or npz (`folder`), TFDS (`tfds_source`); `host` decodes and crops
+on host, `loader` batches in worker threads, `views` makes the views on
+device; `pipeline.build_datasets` picks them from `config.data`.
 
 Importing this package never imports TensorFlow; `tfds_source`, `tf_ops` and
 `offline` import it inside the functions that need it.

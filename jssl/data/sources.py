@@ -32,16 +32,18 @@ class ArraySource:
   zeros and `mask=False`, as multi-host collectives require.
   """
 
-  def __init__(self, images: np.ndarray, labels: np.ndarray, *,
+  def __init__(self, images: np.ndarray, labels: Optional[np.ndarray], *,
                process_index: Optional[int] = None, process_count: Optional[int] = None):
     images = np.asarray(images)
-    labels = np.asarray(labels)
     if images.ndim != 4 or images.dtype != np.uint8:
       raise ValueError(f"images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}")
-    if labels.shape != images.shape[:1]:
-      raise ValueError(f"labels {labels.shape} do not match images {images.shape}")
+    if labels is not None:  # None: unlabelled, batches have no 'label'
+      labels = np.asarray(labels)
+      if labels.shape != images.shape[:1]:
+        raise ValueError(f"labels {labels.shape} do not match images {images.shape}")
+      labels = labels.astype(np.int32)
     self.images = images
-    self.labels = labels.astype(np.int32)
+    self.labels = labels
     self.process_index = jax.process_index() if process_index is None else process_index
     self.process_count = jax.process_count() if process_count is None else process_count
 
@@ -72,7 +74,8 @@ class ArraySource:
 
   def train_batches(self, batch_size_per_process: int, *, seed: int,
                     start_step: int = 0) -> Iterator[Batch]:
-    """Infinite `{'image': uint8 [b, H, W, C], 'label': int32 [b]}`, from `start_step`."""
+    """Infinite `{'image': uint8 [b, H, W, C], 'label': int32 [b]}`, from `start_step`
+    (no 'label' when the source is unlabelled)."""
     spe = self.steps_per_epoch(batch_size_per_process)
     step = start_step
     perm_epoch, perm = None, None
@@ -85,7 +88,10 @@ class ArraySource:
       # Not sorted: row r of the global batch gets the r-th augmentation key,
       # so the global order must not depend on the number of processes.
       idx = perm[i * g:(i + 1) * g][lo:lo + batch_size_per_process]
-      yield {"image": self.images[idx], "label": self.labels[idx]}
+      if self.labels is None:
+        yield {"image": self.images[idx]}
+      else:
+        yield {"image": self.images[idx], "label": self.labels[idx]}
       step += 1
 
   def eval_batches(self, batch_size_per_process: int) -> Iterator[Batch]:
@@ -145,3 +151,33 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
       yield item
   finally:
     stop.set()
+
+
+class TrainOrder:
+  """`ArraySource`'s training order for any indexed source: the example indices
+  of this process's rows of global batch `step`, a pure function of
+  `(seed, step)` (so resuming at any step continues the order exactly)."""
+
+  def __init__(self, num_examples: int, batch_size_per_process: int, *, seed: int,
+               process_index: Optional[int] = None, process_count: Optional[int] = None):
+    self.num_examples, self.b, self.seed = int(num_examples), int(batch_size_per_process), seed
+    self.process_index = jax.process_index() if process_index is None else process_index
+    self.process_count = jax.process_count() if process_count is None else process_count
+    self.global_batch = self.b * self.process_count
+    self.steps_per_epoch = self.num_examples // self.global_batch
+    if self.steps_per_epoch == 0:
+      raise ValueError(f"global batch {self.global_batch} > {self.num_examples} examples")
+    self._epoch, self._perm = None, None
+
+  def indices(self, step: int) -> np.ndarray:
+    epoch, i = divmod(step, self.steps_per_epoch)
+    if epoch != self._epoch:  # the same permutation rule as ArraySource
+      self._epoch = epoch
+      self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+    g, lo = self.global_batch, self.process_index * self.b
+    return self._perm[i * g:(i + 1) * g][lo:lo + self.b]
+
+  def global_rows(self) -> range:
+    """Rows of the global batch this process holds (crop seeds use them)."""
+    lo = self.process_index * self.b
+    return range(lo, lo + self.b)

@@ -10,10 +10,19 @@ on device; with multi-crop (`num_local_views` L > 0) also `'local_views': uint8
 `{'image': uint8 [b, H, W, C]}` instead and the crop runs on device too; that
 moves all randomness to the accelerator and makes the host pipeline ~V x lighter.
 
-Resuming: tf.data cannot skip ahead cheaply, so on resume the pipeline is
-re-seeded from `(seed, start_step)`. The example order after a restart is a
-fresh shuffle, not the uninterrupted run's continuation (use
-`jssl.data.sources.ArraySource` when exact resumption matters).
+Resuming continues the data order exactly: a batch is a pure function of
+`(seed, step, process)`. Each process reads its shard
+(`tfds.split_for_jax_process`) in file order; epoch e is that shard through a
+shuffle buffer seeded by `(seed, e)`, cut to `steps_per_epoch * b` examples
+(the smallest shard's full batches, so processes stay in lockstep); the crops
+of stream position i use the stateless seed `(seed, process, i)`. On resume
+at step s the stream starts at epoch `s // steps_per_epoch` and skips the
+batches of that epoch already consumed. Cost: the skipped examples are read
+(as bytes, not decoded) once more, i.e. up to one epoch of this process's
+shard at a restart (CIFAR-10: a second; ImageNet on one host: minutes), and
+the order is mixed by a `shuffle_buffer`-example buffer over a fixed file
+order (TFDS shuffles examples when it writes the files) instead of TFDS's
+per-epoch file shuffle.
 
 A dataset that is not prepared in `data_dir` raises `DatasetNotPreparedError`
 naming the dataset, the data dir and the offline registration command
@@ -40,12 +49,11 @@ class DatasetNotPreparedError(errors.DataNotFoundError):
 def _not_prepared(name: str, data_dir: Optional[str]) -> DatasetNotPreparedError:
   where = data_dir or "~/tensorflow_datasets (TFDS default)"
   return DatasetNotPreparedError(
-      f"TFDS dataset {name!r} is not prepared in data_dir={where!r}, and TFDS cannot "
-      f"download it here (no network). Register a local copy of its archive with:\n"
-      f"  python -m jssl.data.offline --dataset={name} --archive=PATH/TO/ARCHIVE "
-      f"--data_dir={data_dir or 'DATA_DIR'}\n"
-      f"(for CIFAR-10: ../shared/data/cifar10/cifar-10-binary-reconstructed.tar.gz), "
-      f"or point data_dir at an already prepared TFDS directory.")
+      f"TFDS dataset {name!r} is not prepared in data_dir={where!r}: prepare it with "
+      f"TFDS (`tfds build {name}`, needs a network), or offline register a local copy "
+      f"of its archive with `python -m jssl.data.offline --dataset={name} "
+      f"--archive=PATH/TO/ARCHIVE --data_dir={data_dir or 'DATA_DIR'}`, or point "
+      f"config.data.data_dir at an already prepared TFDS directory.")
 
 
 def _as_dataset(name: str, data_dir: Optional[str], **kwargs):
@@ -61,9 +69,9 @@ def _as_dataset(name: str, data_dir: Optional[str], **kwargs):
     raise _not_prepared(name, data_dir) from None
 
 
-def resume_seed(seed: int, start_step: int) -> int:
-  """A 31-bit tf.data seed derived from `(seed, start_step)` (re-seeding on resume)."""
-  return int(np.random.SeedSequence([seed, start_step]).generate_state(1)[0] % (2**31 - 1))
+def stream_seed(*keys: int) -> int:
+  """A 31-bit tf.data seed derived from integer `keys` (e.g. seed, process)."""
+  return int(np.random.SeedSequence(list(keys)).generate_state(1)[0] % (2**31 - 1))
 
 
 def tfds_train_batches(name: str, split: str = "train", *, data_dir: Optional[str],
@@ -95,7 +103,8 @@ def tfds_train_batches(name: str, split: str = "train", *, data_dir: Optional[st
     local_image_size: side of the local crops (`recipe.local.image_size`).
     local_crop_scale: area range of the local crops (`recipe.local.scale`);
       they share `crop_ratio`.
-    seed, start_step: seed the shuffles and crops; see the module doc on resume.
+    seed, start_step: seed the shuffles and crops; start at global step
+      `start_step` of the uninterrupted order (module doc, "Resuming").
     shuffle_buffer: examples in the shuffle buffer.
     image_key, label_key: feature names.
     example_indices: train only on these positions of `split` (in its file
@@ -111,40 +120,58 @@ def tfds_train_batches(name: str, split: str = "train", *, data_dir: Optional[st
                      "crop_on_host=False the view fn takes every crop on device")
   if num_local_views and local_image_size <= 0:
     raise ValueError(f"num_local_views={num_local_views} needs local_image_size > 0")
+  import jax  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from jssl.data import tf_ops  # pylint: disable=g-import-not-at-top
 
-  base = resume_seed(seed, start_step)
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
   if example_indices is not None:
-    import jax  # pylint: disable=g-import-not-at-top
-    count = jax.process_count() if process_count is None else process_count
     if count != 1:
       raise ValueError(f"example_indices select rows of the whole split; got "
                        f"{count} processes (use one)")
     keep = np.unique(np.asarray(example_indices, np.int64))
     if keep.size == 0:
       raise ValueError("example_indices is empty")
-  subsplit = tfds.split_for_jax_process(split, process_index=process_index,
-                                        process_count=process_count)
+  # Crop seeds differ per process; the shuffle seeds per epoch (below).
+  base = stream_seed(seed, index)
+  subsplit = tfds.split_for_jax_process(split, process_index=index, process_count=count)
+  # Fixed file order: the epoch order must be reproducible from (seed, epoch).
   builder, ds = _as_dataset(
-      name, data_dir, split=subsplit,
-      # A subset is addressed by position, so the files keep their order.
-      shuffle_files=example_indices is None,
+      name, data_dir, split=subsplit, shuffle_files=False,
       # Decode after the shuffle: the buffer then holds compressed bytes.
-      decoders={image_key: tfds.decode.SkipDecoding()},
-      read_config=tfds.ReadConfig(shuffle_seed=base))
+      decoders={image_key: tfds.decode.SkipDecoding()})
   decode = builder.info.features[image_key].decode_example
   if example_indices is not None:
     table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(keep), tf.ones_like(keep, tf.int64)),
         default_value=0)
     ds = ds.enumerate().filter(lambda i, ex: table.lookup(i) > 0).map(lambda i, ex: ex)
+    shortest = int(keep.size)
+  else:
+    # Even splits put the extra examples first: the last shard is the shortest.
+    last = tfds.split_for_jax_process(split, process_index=count - 1, process_count=count)
+    shortest = split_size(name, last, data_dir)
+  b = batch_size_per_process
+  steps_per_epoch = shortest // b
+  if steps_per_epoch == 0:
+    raise ValueError(f"{name}[{split}]: {shortest} examples per process < batch "
+                     f"{b} per process")
   ds = ds.map(lambda ex: {"image": ex[image_key], "label": ex[label_key]})
-  ds = ds.shuffle(shuffle_buffer, seed=base, reshuffle_each_iteration=True).repeat()
-  # Example i of this run gets the stateless seed (base, i): crops are a pure
-  # function of (seed, start_step, position in the stream).
-  ds = ds.enumerate()
+  epoch_seed = tf.constant(stream_seed(seed), tf.int64)
+
+  def epoch(e):
+    # Seeded by (seed, epoch) only, so any epoch can be rebuilt without replay.
+    shuffled = ds.shuffle(shuffle_buffer, seed=(epoch_seed * 1_000_003 + e) % (2**31 - 1),
+                          reshuffle_each_iteration=False)
+    return shuffled.take(steps_per_epoch * b)
+
+  first, done = divmod(start_step, steps_per_epoch)
+  ds = tf.data.Dataset.range(first, 2**62).flat_map(epoch).skip(done * b)
+  # Example i of the uninterrupted stream gets the stateless seed (base, i):
+  # crops are a pure function of (seed, process, step, row).
+  ds = ds.enumerate(start=start_step * b)
 
   def prepare(i, ex):
     image = decode(ex["image"])

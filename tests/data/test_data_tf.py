@@ -6,6 +6,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 
+from jssl import errors  # noqa: E402
 from jssl.data import augment as A  # noqa: E402
 from jssl.data import tf_ops, tfds_source, views  # noqa: E402
 
@@ -89,10 +90,28 @@ def test_tfds_pipeline_on_mock_data():
     assert (ev[-1]["image"][2:] == 0).all()
 
 
+def test_tfds_resume_continues_the_uninterrupted_order():
+  """A batch is a function of (seed, step): resuming at step 3 (mid-epoch 1 of
+  2-step epochs) yields the uninterrupted run's batches 3..6, crops included."""
+  kw = dict(data_dir=None, batch_size_per_process=4, image_size=8, num_views=2, seed=5)
+  with tfds.testing.mock_data(num_examples=10):
+    full = [next(it) for it in [tfds_source.tfds_train_batches("cifar10", **kw)]
+            for _ in range(7)]
+    resumed = tfds_source.tfds_train_batches("cifar10", start_step=3, **kw)
+    for a in full[3:]:
+      b = next(resumed)
+      np.testing.assert_array_equal(a["views"], b["views"])
+      np.testing.assert_array_equal(a["label"], b["label"])
+  # 2 steps of 4 per epoch (8 of 10 examples); epochs are reshuffled.
+  assert not np.array_equal(full[0]["views"], full[2]["views"])
+
+
 def test_missing_dataset_raises_one_clear_error(tmp_path):
   for fn in (tfds_source.tfds_train_batches, tfds_source.tfds_eval_batches):
     with pytest.raises(tfds_source.DatasetNotPreparedError) as e:
       fn("cifar10", data_dir=str(tmp_path), batch_size_per_process=4, image_size=32)
     msg = str(e.value)
     assert "cifar10" in msg and str(tmp_path) in msg and "jssl.data.offline" in msg
+    assert "shared" not in msg and "\n" not in msg  # one line, no build-machine path
+    assert isinstance(e.value, errors.DataNotFoundError)
     assert e.value.__cause__ is None and e.value.__suppress_context__
