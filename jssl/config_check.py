@@ -27,6 +27,8 @@ from jssl.errors import ConfigError
 # jssl.models._DTYPES, kept here so checking a config imports no JAX/Flax
 # (tests/reliability/test_config_validation.py keeps the two equal).
 DTYPES = ("float32", "bfloat16", "float16")
+# jssl.data.pipeline.SOURCES, for the same reason.
+SOURCES = ("digits", "arrays", "folder", "npz", "tfds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +134,8 @@ RULES: dict[str, Rule] = {
     "online_probe.lr": positive(),
     "online_probe.momentum": BETA,
     # Data and evaluation.
-    "data.source": one_of("arrays", "tfds"),
+    "data.source": one_of(*SOURCES),
+    "data.workers": count(0),
     "data.kwargs.size": count(1),
     "eval.batch_size": count(1),
     "eval.image_size": count(1),

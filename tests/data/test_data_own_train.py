@@ -89,5 +89,5 @@ def test_bad_data_config_is_one_error(tmp_path):
     train.run(_config(source="folder"), str(tmp_path / "a"))
   with pytest.raises(errors.DataNotFoundError, match="config.data.path='/nonexistent'"):
     train.run(_config(source="npz", path="/nonexistent"), str(tmp_path / "b"))
-  with pytest.raises(errors.ConfigError, match="config.data.source='csv': expected one of"):
+  with pytest.raises(errors.ConfigError, match="config.data.source='csv': must be one of 'digits'"):
     train.run(_config(source="csv"), str(tmp_path / "c"))

@@ -147,9 +147,11 @@ def test_diagnostics_cadence_must_be_a_multiple_of_the_log_cadence():
                  "multiple of config.log_every_steps=2")
 
 
-def test_the_dtypes_are_the_models():
+def test_the_dtypes_and_sources_are_the_librarys():
   from jssl import models  # pylint: disable=import-outside-toplevel
   assert set(config_check.DTYPES) == set(models._DTYPES)  # pylint: disable=protected-access
+  from jssl.data import pipeline  # pylint: disable=import-outside-toplevel
+  assert config_check.SOURCES == pipeline.SOURCES
 
 
 def test_train_run_validates_before_touching_the_workdir(tmp_path):
