@@ -31,7 +31,13 @@ _CONFIG = config_flags.DEFINE_config_file(
     "one's presets and expected results are in its docstring, jssl/configs/NAME.py "
     "(jssl.configs.presets(NAME) lists them). A config file PATH.py[:PRESET] works too "
     "(e.g. configs/simclr.py:quickstart in a checkout). Override any field with "
-    "--config.FIELD=VALUE (e.g. --config.total_steps=100); a misspelled field fails.",
+    "--config.FIELD=VALUE (e.g. --config.total_steps=100); a misspelled field fails. "
+    "Your own data: --config.data.source=folder --config.data.path=DIR "
+    "(DIR/<class>/*.jpg|png labelled by folder, or a flat DIR/*.jpg|png unlabelled), "
+    "or --config.data.source=npz --config.data.path=FILE.npz ('images' uint8 "
+    "[N,H,W,C], optional 'labels' [N]), or --config.data.source=tfds "
+    "--config.data.name=NAME; --config.data.eval_path=DIR|FILE.npz adds a labelled "
+    "set for the probes (README 'Your own data').",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None,

@@ -40,8 +40,13 @@ def test_import_jssl_stays_light():
 def test_help_lists_every_flag(tmp_path):
   p = _jssl_train("--help", cwd=tmp_path)  # absl exits 1 after --help
   for flag in ("--config", "--workdir", "--distributed", "--coordinator_address",
-               "--num_processes", "--process_id", "--cpu_collectives"):
+               "--num_processes", "--process_id", "--cpu_collectives", "--[no]verbose"):
     assert flag + ":" in p.stdout, flag
+  # ... and the data fields for your own images (issue 13: documented in --help).
+  text = " ".join(p.stdout.split())
+  for field in ("data.source=folder", "data.path=DIR", "data.source=npz",
+                "data.eval_path"):
+    assert field in text, field
   # --config says how to name a run book and lists them.
   assert "NAME:PRESET" in p.stdout and "simclr:quickstart" in p.stdout
   assert all(n in p.stdout.replace("\n", " ") for n in jssl.configs.names())
