@@ -173,11 +173,9 @@ def evaluate(method, state, data: Datasets, mesh, config, *,
 
 
 def run(config, workdir: str) -> dict:
-  """Pretrains, evaluates and exports; returns the results dict.
-
-  `workdir`: a local path or a URL such as `gs://bucket/run` (`jssl.storage`).
-  """
-  workdir = storage.path(workdir)  # before anything writes: gs:// needs gcsfs
+  """Pretrains, evaluates and exports; returns the results dict."""
+  # A local path or a URL (gs://bucket/run): checked before anything writes.
+  workdir = storage.path(workdir)
   if config.eval.get("plots", "") not in ("",) + plots_lib.PROJECTIONS:
     raise ValueError(f"config.eval.plots={config.eval.plots!r}: one of "
                      f"{plots_lib.PROJECTIONS} or '' (no plots)")
