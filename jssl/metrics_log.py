@@ -8,8 +8,9 @@ Every row goes to
                           written with tensorboardX's protobufs, no TensorFlow
   wandb                   when `config.logging.wandb` (`pip install wandb`;
                           imported only then)
-All through `jssl.storage`, so a `gs://` workdir works; other processes
-write nothing.
+All through `jssl.storage`, so a `gs://` workdir works (there the files are
+re-uploaded at most every 10 s and at `close()`: object stores cannot
+append); other processes write nothing.
 
 Resume: a run killed after logging step 7 but checkpointed at step 5 resumes
 at 5 and logs 6 and 7 again. `start(5)` therefore first drops the rows with

@@ -131,12 +131,12 @@ class AppendFile:
                remote_flush_secs: float = 10.0):
     self.path = epath.Path(p)
     self._binary = binary
-    self._remote = is_remote(self.path)
     self._every = remote_flush_secs
     self._last = 0.0
     self._dirty = False
+    self._buf = None
     self.path.parent.mkdir(parents=True, exist_ok=True)
-    if self._remote:
+    if is_remote(self.path):
       empty = b"" if binary else ""
       old = ((self.path.read_bytes() if binary else self.path.read_text())
              if self.path.exists() else empty)
