@@ -111,6 +111,13 @@ class MetricsLog:
     if self._primary:
       print(msg, file=sys.stdout, flush=True)
 
+  def flush(self) -> None:
+    """Makes every row written so far readable (remote files upload lazily)."""
+    if self._f:
+      self._f.flush(force=True)
+    if self._tb:
+      self._tb.flush()
+
   def close(self) -> None:
     if self._f:
       self._f.close()
@@ -218,6 +225,9 @@ class _EventWriter:
         self._summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in values.items()])
     self._event(self._event_pb2.Event(wall_time=wall_time, step=step, summary=s))
     self._f.flush()
+
+  def flush(self) -> None:
+    self._f.flush(force=True)
 
   def close(self) -> None:
     self._f.close()

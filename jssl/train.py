@@ -311,7 +311,8 @@ def run(config, workdir: str) -> dict:
                     "workdir": storage.display(workdir)})
   if jax.process_index() == 0:
     storage.write_atomic(workdir / "results.json", json.dumps(results, indent=2))
-    if config.eval.get("plots", ""):  # metrics.jsonl is flushed per row
+    if config.eval.get("plots", ""):
+      log.flush()  # the plots read metrics.jsonl (remote files upload lazily)
       written = plots_lib.write_run_plots(workdir, *test_features,
                                           method=config.eval.plots)
       if written:
