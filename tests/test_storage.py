@@ -75,12 +75,59 @@ def _free_port():
     return s.getsockname()[1]
 
 
+def _refuse_move_to(request, response, storage, *args, **kwargs):
+  from http import HTTPStatus  # pylint: disable=import-outside-toplevel
+  response.status = HTTPStatus.BAD_REQUEST
+
+
+def _patch_emulator(emulator):
+  """Two gaps of the emulator that real GCS does not have (test-only fixes).
+
+  `moveTo` (gcsfs's rename) is not implemented: the emulator answers 501,
+  which gcsfs retries with backoff for ~30 s before copying and deleting.
+  Answering 400 makes gcsfs fall back at once.
+  """
+  route = (rf"^{emulator.settings.API_ENDPOINT}/b/(?P<bucket_name>[-.\w]+)/o/"
+           r"(?P<object_id>.*[^/]+)/moveTo/o/(?P<destination>.*[^/]+)$")
+  if emulator.HANDLERS[0][0] != route:  # the router reads the table per request
+    emulator.HANDLERS = ((route, {emulator.POST: _refuse_move_to}),) + emulator.HANDLERS
+  _send_generation_on_download(emulator)
+
+
+def _send_generation_on_download(emulator):
+  """Real GCS sends an object's generation (`x-goog-generation`) with its
+  content; TensorStore's OCDBT driver (Orbax's array store) needs it to
+  update a manifest it has read, and fails with 'Malformed StorageGeneration'
+  without it. The emulator omits the header: add it to its download handler."""
+  from gcp_storage_emulator.handlers import objects  # pylint: disable=import-outside-toplevel
+  download = objects.download
+  if getattr(download, "sends_generation", False):
+    return
+
+  def with_generation(request, response, storage, *args, **kwargs):
+    try:
+      obj = storage.get_file_obj(request.params["bucket_name"],
+                                 request.params["object_id"])
+      response["x-goog-generation"] = str(obj["generation"])
+    except Exception:  # pylint: disable=broad-except
+      pass  # not found: the handler answers 404
+    return download(request, response, storage, *args, **kwargs)
+
+  with_generation.sends_generation = True
+  objects.download = with_generation  # `get` with alt=media calls it by name
+  for _, methods in emulator.HANDLERS:  # the routing table holds it directly
+    for method, fn in list(methods.items()):
+      if fn is download:
+        methods[method] = with_generation
+
+
 @pytest.fixture(scope="module")
 def fake_gcs():
   """URL of a fake GCS server (in-memory, bucket 'bucket') and a gcsfs client."""
   pytest.importorskip("gcsfs")
   from gcsfs.core import GCSFileSystem  # pylint: disable=import-outside-toplevel
   emulator = pytest.importorskip("gcp_storage_emulator.server")
+  _patch_emulator(emulator)
   port = _free_port()
   server = emulator.create_server("localhost", port, in_memory=True,
                                   default_bucket="bucket")
