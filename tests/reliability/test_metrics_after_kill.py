@@ -1,6 +1,7 @@
 """Fault: `kill -9` after a log step past the last checkpoint. The resumed run
 logs those steps again; metrics.jsonl must still hold each step once (the
 rows of the run that produced the final state)."""
+import glob
 import json
 import os
 import subprocess
@@ -66,3 +67,21 @@ def test_metrics_rows_are_not_repeated_after_kill_past_the_last_checkpoint(tmp_p
   assert rows[0] == killed[0]
   assert rows[1]["time"] > killed[1]["time"]
   assert rows[1]["loss"] == killed[1]["loss"]
+
+  # TensorBoard: the resumed run's event file starts with a SessionLog.START
+  # at step 4, TensorBoard's rule for discarding the earlier file's events of
+  # steps >= 4; applied, each loss step is there once, equal to metrics.jsonl.
+  tf = pytest.importorskip("tensorflow")
+  files = sorted(glob.glob(os.path.join(wd, "tensorboard", "*tfevents*")))
+  assert len(files) == 2
+  losses = {}
+  for path in files:
+    for e in tf.compat.v1.train.summary_iterator(path):
+      if e.HasField("session_log"):
+        assert (e.session_log.status, e.step) == (e.session_log.START, 4)
+        losses = {k: v for k, v in losses.items() if k < e.step}
+      for v in e.summary.value:
+        if v.tag == "loss":
+          losses[e.step] = v.simple_value
+  assert sorted(losses) == [2, 4, 6]
+  assert losses == pytest.approx({r["step"]: r["loss"] for r in rows})
