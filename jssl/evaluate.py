@@ -50,7 +50,6 @@ centre-cropped on host with the export's `size` / `crop_fraction`.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Iterable, Iterator, Optional, Sequence
 
@@ -421,13 +420,16 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
   """
   from jssl import export as export_lib  # pylint: disable=import-outside-toplevel
   from jssl import plots as plots_lib  # pylint: disable=import-outside-toplevel
+  from jssl import storage  # pylint: disable=import-outside-toplevel
   protocols = parse_protocols(protocols)
   trained = [p for p in protocols if p in TRAINED_PROTOCOLS]
   trained_jobs(trained, **(trained_kwargs or {}))  # bad settings fail before any work
   if plots and plots not in plots_lib.PROJECTIONS:
     raise errors.ConfigError(f"--plots={plots!r}: one of {plots_lib.PROJECTIONS} or ''")
-  out = out or os.path.join(export, f"eval_{dataset.replace('/', '_')}")
-  if os.path.exists(os.path.join(out, "eval.json")) and not overwrite:
+  # Local paths or URLs (gs://...): every read and write goes through epath.
+  out = storage.path(out, what="--out") if out else (
+      storage.path(export, what="--export") / f"eval_{dataset.replace('/', '_')}")
+  if (out / "eval.json").exists() and not overwrite:
     raise errors.OutputExistsError(f"{out}/eval.json exists; pass --overwrite or another --out")
   encoder = export_lib.load_encoder(export, device=jax.devices()[0])
   tokens = token_output(encoder) if "moments" in protocols else None
@@ -449,23 +451,21 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
         encoder, dataset, trained, data_dir=data_dir, splits=splits,
         batch_size=batch_size, log=log, **(trained_kwargs or {}))))
     results["seconds"]["trained"] = round(time.time() - t0, 2)
-  report = {"export": os.path.abspath(export), "dataset": dataset,
-            "out": os.path.abspath(out),
+  report = {"export": storage.display(export), "dataset": dataset,
+            "out": storage.display(out),
             "splits": list(splits), "num_train": int(len(train.labels)),
             "num_test": int(len(test.labels)), "num_classes": int(num_classes),
             "feature_dim": int(train.features.shape[1]),
             "device": f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind})",
             "provenance": encoder.provenance, "protocols": list(protocols),
             "results": results}
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "eval.json"), "w") as f:
-    json.dump(report, f, indent=2)
-  with open(os.path.join(out, "eval.md"), "w") as f:
-    f.write(markdown(report))
+  out.mkdir(parents=True, exist_ok=True)
+  storage.write_atomic(out / "eval.json", json.dumps(report, indent=2))
+  storage.write_atomic(out / "eval.md", markdown(report))
   if plots:
-    written = [plots_lib.spectrum(test.features, os.path.join(out, "spectrum.png")),
+    written = [plots_lib.spectrum(test.features, out / "spectrum.png"),
                plots_lib.projection(test.features, test.labels,
-                                    os.path.join(out, "projection.png"), method=plots)]
+                                    out / "projection.png", method=plots)]
     report["plots"] = [p for p in written if p]
   return report
 

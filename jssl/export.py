@@ -13,12 +13,16 @@ frameworks and people; one self-describing numpy archive is readable anywhere
 (numpy, PyTorch conversions) without JAX or Orbax. Training checkpoints, which
 must be sharded and async, stay in Orbax (`jssl.checkpoint`).
 
+Paths may be local or URLs (`gs://bucket/run/export`): both files go through
+`jssl.storage` (etils.epath), serialised in memory.
+
 Usage:
   encoder = jssl.load_encoder("workdir/export")
   feats = encoder(images_uint8)          # [B, H, W, C] uint8 -> [B, D] numpy
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Any
@@ -29,18 +33,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from jssl import errors
+from jssl import storage
 
 FORMAT = "jssl-encoder/1"
 
 
-def export_encoder(path: str, *, variables: Any, model_config: dict,
+def export_encoder(path, *, variables: Any, model_config: dict,
                    preprocess: dict, provenance: dict | None = None) -> str:
   """Writes an export directory (see module docstring). Process 0 only.
 
   Refuses to overwrite an existing export of a different model config.
   """
+  path = storage.path(path, what="export", error=errors.ExportError)
   if jax.process_index() != 0:
-    return path
+    return os.fspath(path)
   variables = jax.device_get(variables)
   flat = flax.traverse_util.flatten_dict(variables, sep="/")
   meta = {
@@ -50,23 +56,19 @@ def export_encoder(path: str, *, variables: Any, model_config: dict,
       "provenance": provenance or {},
       "variables": {k: list(np.shape(v)) for k, v in flat.items()},
   }
-  os.makedirs(path, exist_ok=True)
-  old = os.path.join(path, "export.json")
-  if os.path.exists(old):
-    with open(old) as f:
-      prev = json.load(f)
+  path.mkdir(parents=True, exist_ok=True)
+  old = path / "export.json"
+  if old.exists():
+    prev = json.loads(old.read_text())
     if prev.get("model") != model_config:
-      raise ValueError(
+      raise errors.ExportError(
           f"{path} already holds an export of a different model "
           f"({prev.get('model')}); refusing to overwrite it")
-  tmp_npz = os.path.join(path, "params.tmp.npz")
-  np.savez(tmp_npz, **{k: np.asarray(v) for k, v in flat.items()})
-  os.replace(tmp_npz, os.path.join(path, "params.npz"))
-  tmp = old + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(meta, f, indent=2, sort_keys=True)
-  os.replace(tmp, old)
-  return path
+  buf = io.BytesIO()
+  np.savez(buf, **{k: np.asarray(v) for k, v in flat.items()})
+  storage.write_atomic(path / "params.npz", buf.getvalue())
+  storage.write_atomic(old, json.dumps(meta, indent=2, sort_keys=True))
+  return os.fspath(path)
 
 
 class Encoder:
@@ -128,7 +130,7 @@ class Encoder:
     return images
 
 
-def load_encoder(path: str, *, device: jax.Device | None = None) -> Encoder:
+def load_encoder(path, *, device: jax.Device | None = None) -> Encoder:
   """Loads an export directory written by `export_encoder` (on CPU by default).
 
   Raises:
@@ -136,16 +138,15 @@ def load_encoder(path: str, *, device: jax.Device | None = None) -> Encoder:
     ValueError: the files are corrupt or do not match the model they describe.
   """
   from jssl import models  # pylint: disable=import-outside-toplevel
-  meta_path = os.path.join(path, "export.json")
-  npz_path = os.path.join(path, "params.npz")
+  path = storage.path(path, what="export", error=errors.ExportError)
+  meta_path, npz_path = path / "export.json", path / "params.npz"
   for p in (meta_path, npz_path):
-    if not os.path.exists(p):
+    if not p.exists():
       raise errors.ExportNotFoundError(
-          f"{path} is not a jssl export: {os.path.basename(p)} is missing "
+          f"{path} is not a jssl export: {p.name} is missing "
           "(exports are written to <workdir>/export at the end of training)")
   try:
-    with open(meta_path) as f:
-      meta = json.load(f)
+    meta = json.loads(meta_path.read_text())
   except json.JSONDecodeError as e:
     raise errors.ExportError(f"corrupt export metadata {meta_path}: {e}") from e
   if meta.get("format") != FORMAT:
@@ -153,7 +154,7 @@ def load_encoder(path: str, *, device: jax.Device | None = None) -> Encoder:
         f"{meta_path}: unknown export format {meta.get('format')!r}, "
         f"expected {FORMAT!r}")
   try:
-    with np.load(npz_path, allow_pickle=False) as z:
+    with np.load(io.BytesIO(npz_path.read_bytes()), allow_pickle=False) as z:
       flat = {k: z[k] for k in z.files}
   except Exception as e:  # zipfile / numpy raise several types
     raise errors.ExportError(f"corrupt export parameters {npz_path}: {e}") from e

@@ -8,15 +8,18 @@
 The 2-D projections come from scikit-learn (`PCA`, `TSNE`); nothing here
 re-implements them. Every function returns the path it wrote, or None when
 matplotlib is not installed (the GPU image has none); plots never fail a run.
+Paths may be local or URLs (`gs://...`): files are rendered in memory and
+written through `jssl.storage`.
 """
 from __future__ import annotations
 
 import json
-import os
 from typing import Optional, Sequence
 
 from absl import logging
 import numpy as np
+
+from jssl import storage
 
 PROJECTIONS = ("pca", "tsne")
 
@@ -32,19 +35,18 @@ def _pyplot():
   return plt
 
 
-def _save(fig, plt, path: str) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+def _save(fig, plt, path) -> str:
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  out = storage.savefig(fig, path, dpi=120)
   plt.close(fig)
-  return path
+  return out
 
 
 def read_metrics(metrics_jsonl: str) -> list[dict]:
   """The rows of a run's `metrics.jsonl`; a resumed run's repeated steps keep
   the last row written for each step."""
   rows: dict[int, dict] = {}
-  with open(metrics_jsonl) as f:
+  with storage.path(metrics_jsonl, what="metrics file").open() as f:
     for line in f:
       line = line.strip()
       if line:
@@ -161,14 +163,15 @@ def write_run_plots(workdir: str, features: Optional[np.ndarray] = None,
                     method: str = "pca") -> list[str]:
   """`workdir/plots/{training,spectrum,projection}.png`; returns the paths
   written (empty without matplotlib)."""
-  out = os.path.join(workdir, "plots")
+  workdir = storage.path(workdir)
+  out = workdir / "plots"
   written = []
-  metrics = os.path.join(workdir, "metrics.jsonl")
-  if os.path.exists(metrics):
-    written.append(training_curves(metrics, os.path.join(out, "training.png")))
+  metrics = workdir / "metrics.jsonl"
+  if metrics.exists():
+    written.append(training_curves(metrics, out / "training.png"))
   if features is not None:
-    written.append(spectrum(features, os.path.join(out, "spectrum.png")))
+    written.append(spectrum(features, out / "spectrum.png"))
     if labels is not None:
-      written.append(projection(features, labels, os.path.join(out, "projection.png"),
+      written.append(projection(features, labels, out / "projection.png",
                                 method=method))
   return [p for p in written if p]

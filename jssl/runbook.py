@@ -75,6 +75,14 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict(
       dict(every_steps=1000, keep=3, use_async=True))
   c.export = ml_collections.ConfigDict(dict(enabled=True))
+  # Where process 0 sends each metrics row besides workdir/metrics.jsonl
+  # (jssl.metrics_log): TensorBoard event files in workdir/tensorboard (no
+  # TensorFlow needed), and wandb when `wandb` is set (pip install wandb).
+  # Empty strings leave wandb's own default (project 'jssl'; entity: your
+  # default; name: random); wandb_mode 'offline' logs without a network.
+  c.logging = ml_collections.ConfigDict(dict(
+      tensorboard=True, wandb=False, wandb_project="jssl", wandb_entity="",
+      wandb_name="", wandb_mode=""))
   return c
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 
 import jax
@@ -28,6 +27,7 @@ from jssl import plots as plots_lib
 from jssl import schedules
 from jssl import sharding as shd
 from jssl import step as step_lib
+from jssl import storage
 from jssl.data import views as views_lib
 from jssl.data.pipeline import Datasets, build_datasets  # noqa: F401 (re-exported)
 from jssl.evals import diagnostics as diag_lib
@@ -87,12 +87,15 @@ def evaluate(method, state, data: Datasets, mesh, config, *,
 def run(config, workdir: str) -> dict:
   """Pretrains, evaluates and exports; returns the results dict."""
   config_check.validate(config)  # bad counts / rates fail before any work
+  # A local path or a URL (gs://bucket/run): checked before anything writes.
+  workdir = storage.path(workdir)
   if config.eval.get("plots", "") not in ("",) + plots_lib.PROJECTIONS:
     raise ValueError(f"config.eval.plots={config.eval.plots!r}: one of "
                      f"{plots_lib.PROJECTIONS} or '' (no plots)")
   ckpt_lib.write_or_check_config(workdir, config)
   mesh = shd.make_mesh(config.mesh)
-  log = MetricsLog(workdir)
+  log = MetricsLog(workdir, logging=config.get("logging"),
+                   run_config=ckpt_lib.config_to_dict(config))
   data = build_datasets(config, mesh)
   steps, steps_per_epoch = total_steps(config, data.num_train)
   method = methods.make(config, methods.TrainLength(steps, steps_per_epoch))
@@ -126,6 +129,7 @@ def run(config, workdir: str) -> dict:
   if state is None:
     state = init_fn()
   start = int(state.step)
+  log.start(start)  # drops metrics rows past the restored step
   log.info(f"{config.method}: {steps} steps ({steps / steps_per_epoch:.1f} "
            f"epochs) of global batch {config.batch_size} on "
            f"{jax.device_count()} {jax.devices()[0].platform} device(s), "
@@ -241,16 +245,16 @@ def run(config, workdir: str) -> dict:
 
   if config.export.enabled:
     export_lib.export_encoder(
-        os.path.join(workdir, "export"),
+        workdir / "export",
         variables=method.encoder_variables(state.params, state.method_state),
         model_config=ckpt_lib.config_to_dict(config)["model"],
         preprocess=preprocess_config(config, data.image_shape[-1]),
         provenance={"method": config.method, "step": steps,
-                    "workdir": os.path.abspath(workdir)})
+                    "workdir": storage.display(workdir)})
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
-    if config.eval.get("plots", ""):  # metrics.jsonl is flushed per row
+    storage.write_atomic(workdir / "results.json", json.dumps(results, indent=2))
+    if config.eval.get("plots", ""):
+      log.flush()  # the plots read metrics.jsonl (remote files upload lazily)
       written = plots_lib.write_run_plots(workdir, *test_features,
                                           method=config.eval.plots)
       if written:
@@ -260,7 +264,7 @@ def run(config, workdir: str) -> dict:
         f"done: linear top-1 {res['linear_top1']:.4f} (random init "
         f"{rnd['linear_top1']:.4f}) | kNN top-1 {res['knn_top1']:.4f} (random "
         f"init {rnd['knn_top1']:.4f}) | results in "
-        f"{os.path.join(workdir, 'results.json')}")
+        f"{workdir / 'results.json'}")
   log.close()
   return results
 
