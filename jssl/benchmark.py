@@ -54,7 +54,7 @@ def _peak_memory_bytes() -> tuple[int, str]:
 
 def benchmark_step(config) -> dict:
   from jssl import methods, schedules, sharding as shd, step as step_lib  # pylint: disable=import-outside-toplevel
-  from jssl.data import views as views_lib  # pylint: disable=import-outside-toplevel
+  from jssl.data import device_views, recipes  # pylint: disable=import-outside-toplevel
   from jssl import train  # pylint: disable=import-outside-toplevel
 
   mesh = shd.make_mesh(config.mesh)
@@ -63,7 +63,7 @@ def benchmark_step(config) -> dict:
   b = config.batch_size
   if config.data.source in ("tfds", "folder"):  # crops taken on host
     spec = {"views": ((b, v, size, size, 3), np.uint8)}
-    local = views_lib.local_crops(config.views)
+    local = recipes.local_crops(config.views)
     if local.num:  # multi-crop: host local crops at their own resolution
       spec["local_views"] = ((b, local.num, local.image_size,
                               local.image_size, 3), np.uint8)
@@ -82,7 +82,7 @@ def benchmark_step(config) -> dict:
   tx, schedule = schedules.make_optimizer(config.optimizer, global_batch=b,
                                           total_steps=steps, steps_per_epoch=100,
                                           frozen=method.frozen)
-  view_fn = views_lib.make_view_fn(config.views, v)
+  view_fn = device_views.make_view_fn(config.views, v)
   init_fn, state_sh = step_lib.make_init(method, tx, view_fn, mesh, batch_spec,
                                          seed=0)
   train_step = step_lib.make_train_step(method, tx, view_fn, schedule, mesh,

@@ -264,7 +264,7 @@ def problems(config: Any) -> list[str]:
     elif path == "views.per_view":
       for i, override in enumerate(value or ()):
         if not isinstance(override, Mapping) and not hasattr(override, "to_dict"):
-          continue  # its shape is checked by jssl.data.views
+          continue  # its shape is checked by jssl.data.device_views
         for key, v in _flatten(override):
           check(f"views.per_view[{i}][{key!r}]", "views." + key, v)
     else:

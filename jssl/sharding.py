@@ -71,6 +71,31 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def example_keys(key, images: jax.Array):
+  """One key per example, sharded like `images` on the batch axis.
+
+  Used wherever each example draws its own randomness inside the jitted step:
+  the device views (`jssl.data.device_views`), MAE's masks
+  (`jssl.methods.mae`) and fine-tuning's augmentations (`jssl.evals.finetune`).
+  It lives here, not in `jssl.data`, because it is a sharding rule, and
+  methods never import the data package (the layering of DESIGN rules 2 and
+  15, enforced by tests/test_layering.py).
+
+  Under an Explicit-axes mesh, vmap needs every mapped input
+  sharded alike; keys split from one replicated key are unsharded, so reshard
+  them onto the batch axis. The values do not change: jax's threefry is
+  partitionable (`jax_threefry_partitionable`, default), so views do not depend
+  on the sharding (tested: 8 devices == 1).
+  """
+  keys = jax.random.split(key, images.shape[0])
+  sharding = getattr(jax.typeof(images), "sharding", None)
+  spec = getattr(sharding, "spec", None)
+  if spec and spec[0] is not None:
+    keys = jax.sharding.reshard(
+        keys, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(spec[0])))
+  return keys
+
+
 def state_shardings(mesh: Mesh, state_shapes: Any) -> Any:
   """Sharding for every leaf of the train state: replicated (see module doc)."""
   return jax.tree.map(lambda _: replicated(mesh), state_shapes)

@@ -28,7 +28,7 @@ from jssl import schedules
 from jssl import sharding as shd
 from jssl import step as step_lib
 from jssl import storage
-from jssl.data import views as views_lib
+from jssl.data import device_views as views_lib
 from jssl.data.pipeline import Datasets, build_datasets  # noqa: F401 (re-exported)
 from jssl.evals import diagnostics as diag_lib
 from jssl.evals import features as features_lib

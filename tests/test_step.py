@@ -5,7 +5,7 @@ import numpy as np
 from jssl_testing import load_config
 from jssl import methods, schedules, sharding as shd, step as step_lib
 from jssl.data import digits, sources
-from jssl.data import views as views_lib
+from jssl.data import device_views as views_lib
 
 
 def _run(mesh, config, batches):

@@ -65,14 +65,14 @@ from __future__ import annotations
 import ml_collections
 
 from jssl import runbook
-from jssl.data import views
+from jssl.data import recipes
 
 PRESETS = ("quickstart", "cifar10", "imagenet", "smoke")
 
 
 def cifar_recipe(size, *, mean, std):
   """solo-learn's asymmetric CIFAR views: BYOL's, without blur at 32 px."""
-  r = views.byol_recipe(size, mean=mean, std=std)
+  r = recipes.byol_recipe(size, mean=mean, std=std)
   r.per_view = ({"blur.p": 0.0, "solarize.p": 0.0},
                 {"blur.p": 0.0, "solarize.p": 0.2})
   return r
@@ -95,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.update(name="lars", base_lr=0.3, weight_decay=1e-4,
                        trust_coefficient=0.02, warmup_epochs=10.0)
   elif preset == "imagenet":
-    runbook.imagenet_data(c, views.byol_recipe)
+    runbook.imagenet_data(c, recipes.byol_recipe)
     c.batch_size = 2048
     c.total_epochs = 1000.0
     c.model.update(name="resnet50", stem="imagenet")

@@ -60,7 +60,7 @@ from __future__ import annotations
 import ml_collections
 
 from jssl import runbook
-from jssl.data import views
+from jssl.data import recipes
 
 PRESETS = ("quickstart", "cifar10", "imagenet", "smoke")
 
@@ -84,7 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.ema = ml_collections.ConfigDict(dict(base_momentum=0.996,
                                          final_momentum=1.0))
   if preset == "cifar10":
-    runbook.solo_cifar10(c, views.byol_recipe)
+    runbook.solo_cifar10(c, recipes.byol_recipe)
     c.views.per_view = _CIFAR_PER_VIEW
     c.ema.base_momentum = 0.99
     # solo-learn LARS: lr 1.0 x B/256, wd 1e-5, eta 0.02 (its clip_lr is not
@@ -92,7 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.update(name="lars", base_lr=1.0, weight_decay=1e-5,
                        trust_coefficient=0.02, warmup_epochs=10.0)
   elif preset == "imagenet":
-    runbook.imagenet_data(c, views.byol_recipe)
+    runbook.imagenet_data(c, recipes.byol_recipe)
     c.batch_size = 4096
     c.total_epochs = 1000.0
     c.model.update(name="resnet50", stem="imagenet")
@@ -100,7 +100,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.update(name="lars", base_lr=0.2, weight_decay=1.5e-6,
                        trust_coefficient=1e-3, warmup_epochs=10.0)
   else:  # quickstart, smoke
-    runbook.digits_data(c, views.byol_recipe, smoke=preset == "smoke")
+    runbook.digits_data(c, recipes.byol_recipe, smoke=preset == "smoke")
     c.views.per_view = _CIFAR_PER_VIEW  # 16 px: no blur, as on CIFAR
     c.projector.update(hidden_dims=(256,), out_dim=64)
     c.predictor.update(hidden_dims=(256,), out_dim=64)

@@ -85,7 +85,7 @@ from __future__ import annotations
 import ml_collections
 
 from jssl import runbook
-from jssl.data import views
+from jssl.data import recipes
 
 PRESETS = ("quickstart", "cifar10", "imagenet", "cifar10_vit", "smoke")
 
@@ -136,7 +136,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dino = ml_collections.ConfigDict(dict(clip_grad=3.0,
                                           freeze_last_layer_epochs=1.0))
   if preset == "cifar10":
-    runbook.solo_cifar10(c, views.byol_recipe)
+    runbook.solo_cifar10(c, recipes.byol_recipe)
     c.views.per_view = _CIFAR_PER_VIEW
     c.head.update(hidden_dim=2048, bottleneck_dim=256, out_dim=4096)
     c.ema.base_momentum = 0.9995
@@ -152,10 +152,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif preset == "imagenet":
     # main_dino.py: 2 global crops of 224 px at scale (0.4, 1), 8 local crops
     # of 96 px at (0.05, 0.4) with blur p=0.5 (DataAugmentationDINO).
-    runbook.imagenet_data(c, views.byol_recipe)
+    runbook.imagenet_data(c, recipes.byol_recipe)
     c.views.per_view = _DINO_PER_VIEW
     c.views.crop.scale = (0.4, 1.0)
-    views.add_local_crops(c.views, num=8, image_size=96, scale=(0.05, 0.4),
+    recipes.add_local_crops(c.views, num=8, image_size=96, scale=(0.05, 0.4),
                           overrides={"blur.p": 0.5, "solarize.p": 0.0})
     c.batch_size = 1024             # 16 GPUs x 64 (README "boosting" run)
     c.total_epochs = 300.0
@@ -172,10 +172,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif preset == "cifar10_vit":
     # No published DINO CIFAR-10 ViT recipe: main_dino.py's ViT defaults
     # scaled to 32 px (patch 4: 8x8 tokens; local crops 16 px: 4x4 tokens).
-    runbook.cifar10_data(c, views.byol_recipe)
+    runbook.cifar10_data(c, recipes.byol_recipe)
     c.views.per_view = _CIFAR_PER_VIEW
     c.views.crop.scale = (0.4, 1.0)
-    views.add_local_crops(c.views, num=6, image_size=16, scale=(0.05, 0.4),
+    recipes.add_local_crops(c.views, num=6, image_size=16, scale=(0.05, 0.4),
                           overrides={"blur.p": 0.0, "solarize.p": 0.0})
     c.batch_size = 256
     c.total_epochs = 300.0
@@ -185,7 +185,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.head.update(out_dim=4096)
     c.optimizer = _dino_adamw()
   else:  # quickstart, smoke
-    runbook.digits_data(c, views.byol_recipe, smoke=preset == "smoke")
+    runbook.digits_data(c, recipes.byol_recipe, smoke=preset == "smoke")
     c.views.per_view = _CIFAR_PER_VIEW  # 16 px: no blur, as on CIFAR
     # DINO's global crop scale with multi-crop: (0.4, 1). Measured: with the
     # SimCLR range (0.08, 1) the 8x8 digits are cropped beyond recognition,
@@ -193,7 +193,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the uniform output within 50 steps.
     c.views.crop.scale = (0.4, 1.0)
     # 2 local crops of 8 px (half the side, as 96 / 224 px), no blur.
-    views.add_local_crops(c.views, num=2, image_size=8, scale=(0.1, 0.4),
+    recipes.add_local_crops(c.views, num=2, image_size=8, scale=(0.1, 0.4),
                           overrides={"blur.p": 0.0, "solarize.p": 0.0})
     # BN in the head (DINO's `use_bn_in_head`, offered for convnets): at init
     # the small ResNet's features are short (|h| ~ 1.4), and through three

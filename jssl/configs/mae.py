@@ -70,14 +70,14 @@ from __future__ import annotations
 import ml_collections
 
 from jssl import runbook
-from jssl.data import views
+from jssl.data import recipes
 
 PRESETS = ("quickstart", "cifar10", "imagenet", "smoke")
 
 
 def mae_recipe(image_size: int, *, mean, std) -> ml_collections.ConfigDict:
   """MAE's pre-training views: random resized crop (scale 0.2-1) + flip only."""
-  r = views.simclr_recipe(image_size, mean=mean, std=std, blur=False)
+  r = recipes.simclr_recipe(image_size, mean=mean, std=std, blur=False)
   r.crop.scale = (0.2, 1.0)       # MAE main_pretrain.py: RandomResizedCrop(scale=(0.2, 1.0))
   r.color_jitter.p = 0.0          # MAE uses no colour augmentation
   r.grayscale.p = 0.0

@@ -68,7 +68,7 @@ from __future__ import annotations
 import ml_collections
 
 from jssl import runbook
-from jssl.data import views
+from jssl.data import recipes
 
 PRESETS = ("quickstart", "cifar10", "imagenet", "smoke")
 
@@ -76,7 +76,7 @@ PRESETS = ("quickstart", "cifar10", "imagenet", "smoke")
 def aug_plus(size, *, mean, std):
   """MoCo v2 "aug+" (main_moco.py) / solo-learn symmetric_weak: SimCLR's
   views with jitter strength 0.5 and blur p=0.5 (crop scale set per preset)."""
-  return views.simclr_recipe(size, mean=mean, std=std, blur=True)
+  return recipes.simclr_recipe(size, mean=mean, std=std, blur=True)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -73,7 +73,7 @@ from __future__ import annotations
 import ml_collections
 
 from jssl import runbook
-from jssl.data import views
+from jssl.data import recipes
 
 PRESETS = ("quickstart", "cifar10", "imagenet", "smoke", "cifar10_vit",
            "imagenet_vit")
@@ -124,7 +124,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Random patch projection (Sec. 4.2, --stop-grad-conv1): ViT only.
   c.freeze_patch_embed = False
   if preset in ("cifar10", "cifar10_vit"):
-    runbook.solo_cifar10(c, views.byol_recipe)
+    runbook.solo_cifar10(c, recipes.byol_recipe)
     c.views.per_view = _CIFAR_PER_VIEW
     c.loss.temperature = 0.2
     c.optimizer.update(name="lars", base_lr=0.3, weight_decay=1e-6,
@@ -133,7 +133,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       _vit(c, "vit_small", patch=4)
       c.batch_size = 512
   elif preset in ("imagenet", "imagenet_vit"):
-    runbook.imagenet_data(c, views.byol_recipe)
+    runbook.imagenet_data(c, recipes.byol_recipe)
     c.batch_size = 4096
     c.total_epochs = 100.0
     c.model.update(name="resnet50", stem="imagenet")
@@ -144,7 +144,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       _vit(c, "vit_small", patch=16)
       c.views.crop.scale = (0.08, 1.0)  # ViT recipes keep the default
   else:  # quickstart, smoke
-    runbook.digits_data(c, views.byol_recipe, smoke=preset == "smoke")
+    runbook.digits_data(c, recipes.byol_recipe, smoke=preset == "smoke")
     c.views.per_view = _CIFAR_PER_VIEW  # 16 px: no blur, as on CIFAR
     c.projector.update(hidden_dims=(256,), out_dim=64)
     c.predictor.update(hidden_dims=(256,), out_dim=64)

@@ -84,7 +84,7 @@ from __future__ import annotations
 import ml_collections
 
 from jssl import runbook
-from jssl.data import views
+from jssl.data import recipes
 
 PRESETS = ("quickstart", "cifar10", "imagenet", "smoke")
 
@@ -101,13 +101,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict(dict(name="ntxent", temperature=0.2,
                                           sigma=0.5))
   if preset == "cifar10":
-    runbook.solo_cifar10(c, views.simclr_recipe)
+    runbook.solo_cifar10(c, recipes.simclr_recipe)
     c.projector.update(hidden_dims=(2048,), out_dim=256)
     c.loss.temperature = 0.2
     c.optimizer.update(base_lr=0.4, weight_decay=1e-4, trust_coefficient=0.02,
                        warmup_epochs=10.0)
   elif preset == "imagenet":
-    runbook.imagenet_data(c, views.simclr_recipe)
+    runbook.imagenet_data(c, recipes.simclr_recipe)
     c.batch_size = 4096
     c.total_epochs = 100.0
     c.model.update(name="resnet50", stem="imagenet")
@@ -118,7 +118,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.views.color_jitter.update(brightness=0.8, contrast=0.8, saturation=0.8,
                                 hue=0.2)
   else:  # quickstart, smoke
-    runbook.digits_data(c, views.simclr_recipe, smoke=preset == "smoke")
+    runbook.digits_data(c, recipes.simclr_recipe, smoke=preset == "smoke")
     c.loss.temperature = 0.2
     c.optimizer.update(name="lars", base_lr=1.0, weight_decay=1e-5,
                        trust_coefficient=0.02, warmup_epochs=2.0)

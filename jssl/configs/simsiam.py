@@ -62,7 +62,7 @@ from __future__ import annotations
 import ml_collections
 
 from jssl import runbook
-from jssl.data import views
+from jssl.data import recipes
 
 PRESETS = ("quickstart", "cifar10", "imagenet", "smoke")
 
@@ -81,18 +81,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.update(name="sgd", base_lr=0.05, weight_decay=1e-4,
                      momentum=0.9, warmup_epochs=0.0)
   if preset == "cifar10":
-    runbook.solo_cifar10(c, views.simclr_recipe)
+    runbook.solo_cifar10(c, recipes.simclr_recipe)
     c.views.blur.p = 0.5          # solo-learn symmetric_weak: blur at 32 px
     c.optimizer.update(base_lr=0.5, weight_decay=1e-5, warmup_epochs=10.0)
   elif preset == "imagenet":
-    runbook.imagenet_data(c, views.simclr_recipe)
+    runbook.imagenet_data(c, recipes.simclr_recipe)
     c.views.crop.scale = (0.2, 1.0)   # MoCo v2 augmentation (min scale 0.2)
     c.batch_size = 512
     c.total_epochs = 100.0
     c.model.update(name="resnet50", stem="imagenet")
     c.optimizer.update(base_lr=0.05, weight_decay=1e-4, warmup_epochs=0.0)
   else:  # quickstart, smoke
-    runbook.digits_data(c, views.simclr_recipe, smoke=preset == "smoke")
+    runbook.digits_data(c, recipes.simclr_recipe, smoke=preset == "smoke")
     c.projector.update(hidden_dims=(256, 256), out_dim=256)
     c.predictor.update(hidden_dims=(64,), out_dim=256)  # 1/4 bottleneck
     c.optimizer.update(base_lr=0.5, weight_decay=1e-5, warmup_epochs=2.0)

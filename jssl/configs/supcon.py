@@ -74,14 +74,14 @@ from __future__ import annotations
 import ml_collections
 
 from jssl import runbook
-from jssl.data import views
+from jssl.data import recipes
 
 PRESETS = ("quickstart", "cifar10", "imagenet", "smoke")
 
 
 def cifar_recipe(size, *, mean, std):
   """solo-learn's symmetric CIFAR views: jitter strength 1.0, blur p=0.5."""
-  r = views.simclr_recipe(size, mean=mean, std=std, blur=True)
+  r = recipes.simclr_recipe(size, mean=mean, std=std, blur=True)
   r.color_jitter.update(brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2)
   return r
 
@@ -103,7 +103,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.update(name="sgd", base_lr=0.4, weight_decay=1e-5,
                        momentum=0.9, warmup_epochs=10.0)
   elif preset == "imagenet":
-    runbook.imagenet_data(c, views.simclr_recipe)
+    runbook.imagenet_data(c, recipes.simclr_recipe)
     c.batch_size = 4096
     c.total_epochs = 100.0
     c.model.update(name="resnet50", stem="imagenet")
@@ -114,7 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.views.color_jitter.update(brightness=0.8, contrast=0.8, saturation=0.8,
                                 hue=0.2)
   else:  # quickstart, smoke
-    runbook.digits_data(c, views.simclr_recipe, smoke=preset == "smoke")
+    runbook.digits_data(c, recipes.simclr_recipe, smoke=preset == "smoke")
     c.projector.update(hidden_dims=(256,), out_dim=64)
     c.loss.update(temperature=0.1, base_temperature=0.1)
     c.optimizer.update(name="lars", base_lr=1.0, weight_decay=1e-5,

@@ -76,7 +76,7 @@ import functools
 import ml_collections
 
 from jssl import runbook
-from jssl.data import views
+from jssl.data import recipes
 
 PRESETS = ("quickstart", "cifar10", "imagenet", "smoke")
 
@@ -100,7 +100,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       epoch_queue_starts=15.0,  # epochs before the queue fills (official 15)
       freeze_prototypes_epochs=1.0))  # prototypes fixed this many epochs
   if preset == "cifar10":
-    runbook.solo_cifar10(c, views.simclr_recipe)
+    runbook.solo_cifar10(c, recipes.simclr_recipe)
     # solo-learn symmetric.yaml: jitter strength 1.0 and blur p=0.5 at 32 px.
     c.views.color_jitter.update(brightness=0.8, contrast=0.8, saturation=0.8,
                                 hue=0.2)
@@ -111,7 +111,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        warmup_epochs=10.0)
   elif preset == "imagenet":
     recipe = functools.partial(
-        views.multicrop_recipe, local_size=96, num_local=6,
+        recipes.multicrop_recipe, local_size=96, num_local=6,
         global_scale=(0.14, 1.0), local_scale=(0.05, 0.14),
         # multicropdataset.py blurs every crop with a 23 px kernel; jssl's
         # kernel is a fraction of the crop side, 23/96 on the local crops.
@@ -137,7 +137,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # (swav README "Common issues": fewer crops).
     # The smoke preset keeps 2 local crops to exercise multi-crop.
     recipe = functools.partial(
-        views.multicrop_recipe, local_size=8, num_local=2 if smoke else 0,
+        recipes.multicrop_recipe, local_size=8, num_local=2 if smoke else 0,
         global_scale=(0.14, 1.0), local_scale=(0.14, 0.4))
     runbook.digits_data(c, recipe, smoke=smoke)
     c.projector.update(hidden_dims=(256,), out_dim=32)

@@ -61,14 +61,14 @@ from __future__ import annotations
 import ml_collections
 
 from jssl import runbook
-from jssl.data import views
+from jssl.data import recipes
 
 PRESETS = ("quickstart", "cifar10", "imagenet", "smoke")
 
 
 def cifar_recipe(size, *, mean, std):
   """solo-learn's VICReg CIFAR views (one recipe for both views)."""
-  r = views.simclr_recipe(size, mean=mean, std=std, blur=False)
+  r = recipes.simclr_recipe(size, mean=mean, std=std, blur=False)
   r.crop.scale = (0.2, 1.0)
   r.color_jitter.saturation = 0.2
   r.solarize.p = 0.1
@@ -89,7 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.update(name="lars", base_lr=0.3, weight_decay=1e-4,
                        trust_coefficient=0.02, warmup_epochs=10.0)
   elif preset == "imagenet":
-    runbook.imagenet_data(c, views.byol_recipe)
+    runbook.imagenet_data(c, recipes.byol_recipe)
     c.batch_size = 2048
     c.total_epochs = 1000.0
     c.model.update(name="resnet50", stem="imagenet")

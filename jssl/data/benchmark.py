@@ -123,9 +123,9 @@ def bench_tfds(data_dir: str, *, batch: int, views: int, steps: int, crop_on_hos
 
 def bench_view_fn(*, batch: int, views: int, size: int, steps: int) -> float:
   import jax  # pylint: disable=g-import-not-at-top
-  from jssl.data import views as views_lib  # pylint: disable=g-import-not-at-top
-  recipe = views_lib.simclr_recipe(size, mean=(0.5,) * 3, std=(0.25,) * 3)
-  fn = jax.jit(views_lib.make_view_fn(recipe, views))
+  from jssl.data import device_views, recipes  # pylint: disable=g-import-not-at-top
+  recipe = recipes.simclr_recipe(size, mean=(0.5,) * 3, std=(0.25,) * 3)
+  fn = jax.jit(device_views.make_view_fn(recipe, views))
   images = jax.device_put(np.random.RandomState(0).randint(
       0, 256, (batch, size, size, 3)).astype(np.uint8))
   jax.block_until_ready(fn(jax.random.key(0), {"image": images}))

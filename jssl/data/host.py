@@ -2,7 +2,7 @@
 
 The middle layer of `jssl.data` (DESIGN.md rule 15): a source hands over one
 example by index, this module turns its image into fixed-size uint8 crops, and
-the device makes the views from them (`jssl.data.views.make_view_fn` with a
+the device makes the views from them (`jssl.data.device_views.make_view_fn` with a
 `{'views': uint8 [B, V, s, s, C]}` batch: flip and photometric ops only).
 
 * `HostCrops`: the crop spec (a recipe's geometry only; no method, no source).
@@ -15,7 +15,7 @@ the device makes the views from them (`jssl.data.views.make_view_fn` with a
   of a large photo then decodes 2-8x fewer pixels, the usual trick of fast
   ImageNet loaders. It is deterministic, so resumed runs see the same pixels.
 * `resize_center_crop(image, size, crop_fraction)`: the eval geometry of
-  `jssl.data.views.eval_preprocess` (shorter side to `size / crop_fraction`,
+  `jssl.data.eval_transform.eval_preprocess` (shorter side to `size / crop_fraction`,
   centre `size x size`) on host, so variable-size images batch.
 
 PIL releases the GIL while it decodes and resizes, so worker threads scale
@@ -30,7 +30,7 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from jssl.data.views import eval_resize_shape
+from jssl.data.eval_transform import eval_resize_shape
 
 Box = Tuple[int, int, int, int]  # left, top, width, height (pixels)
 
@@ -48,8 +48,8 @@ class HostCrops:
 
   @classmethod
   def from_recipe(cls, recipe, num_views: int) -> "HostCrops":
-    from jssl.data import views  # pylint: disable=import-outside-toplevel
-    local = views.local_crops(recipe)
+    from jssl.data import recipes  # pylint: disable=import-outside-toplevel
+    local = recipes.local_crops(recipe)
     return cls(int(recipe.image_size), int(num_views),
                tuple(float(s) for s in recipe.crop.scale),
                tuple(float(r) for r in recipe.crop.ratio),
@@ -120,7 +120,7 @@ def crop_views(image: Image.Image, rng: np.random.Generator,
 
 def resize_center_crop(image: Image.Image, size: int,
                        crop_fraction: float = 1.0) -> np.ndarray:
-  """uint8 `[size, size, 3]`: the geometry of `views.eval_preprocess`."""
+  """uint8 `[size, size, 3]`: the geometry of `eval_transform.eval_preprocess`."""
   width, height = image.size
   rh, rw = eval_resize_shape(height, width, size, crop_fraction)
   if image.format == "JPEG" and min(width / rw, height / rh) >= 2:

@@ -30,7 +30,7 @@ import numpy as np
 
 from jssl import errors
 from jssl import sharding as shd
-from jssl.data import views as views_lib
+from jssl.data import recipes
 
 SOURCES = ("digits", "arrays", "folder", "npz", "tfds")
 
@@ -96,7 +96,7 @@ def _tfds(config, per_process: int, eval_per_process: int) -> Datasets:
   num_train, num_classes, channels = tfds_info(dc)
   size, vc, num_views = config.views.image_size, config.views, config.views.num_views
   # Multi-crop: the local crops are taken on host too ('local_views').
-  local = views_lib.local_crops(vc)
+  local = recipes.local_crops(vc)
 
   def train_batches(start_step):
     return tfds_source.tfds_train_batches(
@@ -124,7 +124,7 @@ def views_spec(config, channels: int) -> dict:
   """Global-batch shapes of host-cropped batches ('views', 'local_views')."""
   b, size, v = config.batch_size, config.views.image_size, config.views.num_views
   spec = {"views": jax.ShapeDtypeStruct((b, v, size, size, channels), np.uint8)}
-  local = views_lib.local_crops(config.views)
+  local = recipes.local_crops(config.views)
   if local.num:
     spec["local_views"] = jax.ShapeDtypeStruct(
         (b, local.num, local.image_size, local.image_size, channels), np.uint8)

@@ -2,7 +2,7 @@
 
 Runs inside `tf.data` maps (TFDS pipelines, `jssl.data.tfds_source`). The
 photometric twins exist so `tests/data` can check that the on-device jnp
-versions (`jssl.data.augment`, `jssl.data.views.eval_preprocess`) compute the
+versions (`jssl.data.augment`, `jssl.data.eval_transform.eval_preprocess`) compute the
 same thing as the `tf.image` ops SimCLR's and BYOL's reference code use
 (big_vision `pp/ops_image_test.py` does the same kind of check).
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from jssl.data.views import eval_resize_shape
+from jssl.data.eval_transform import eval_resize_shape
 
 
 def _tf():
@@ -63,7 +63,7 @@ def to_uint8(image):
 def resize_and_center_crop(image, *, size: int, crop_fraction: float = 1.0):
   """Eval geometry on host: shorter side -> size / crop_fraction, centre crop.
 
-  Same geometry as `jssl.data.views.eval_preprocess` (same resize-shape rule,
+  Same geometry as `jssl.data.eval_transform.eval_preprocess` (same resize-shape rule,
   bilinear antialiased resize, floor-centred crop). Returns float32
   `[size, size, C]` in [0, 255] (use `to_uint8` to ship it as uint8).
   """
@@ -94,7 +94,7 @@ def resize_and_center_crop(image, *, size: int, crop_fraction: float = 1.0):
 
 def eval_preprocess(image, *, size: int, mean: Sequence[float], std: Sequence[float],
                     crop_fraction: float = 1.0):
-  """tf twin of `jssl.data.views.eval_preprocess` for one image (float32 out)."""
+  """tf twin of `jssl.data.eval_transform.eval_preprocess` for one image (float32 out)."""
   x = resize_and_center_crop(image, size=size, crop_fraction=crop_fraction) / 255.0
   return normalize(x, mean=mean, std=std)
 

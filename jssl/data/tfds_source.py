@@ -4,7 +4,7 @@ Train: `tfds.split_for_jax_process(split)` -> file shuffle + example shuffle ->
 repeat -> decode -> per-view random resized crop on host (variable-size images
 such as ImageNet must be cropped before batching) -> batch -> prefetch ->
 `tfds.as_numpy`. Batches are `{'views': uint8 [b, V, h, w, C], 'label': int32
-[b]}` for `jssl.data.views.make_view_fn`, which applies flip and photometric ops
+[b]}` for `jssl.data.device_views.make_view_fn`, which applies flip and photometric ops
 on device; with multi-crop (`num_local_views` L > 0) also `'local_views': uint8
 [b, L, l, l, C]`, the small crops at their own resolution. For fixed-size datasets (CIFAR) `crop_on_host=False` yields
 `{'image': uint8 [b, H, W, C]}` instead and the crop runs on device too; that
@@ -99,7 +99,7 @@ def tfds_train_batches(name: str, split: str = "train", *, data_dir: Optional[st
       `{'image': uint8 [b, H, W, C]}` (fixed-size datasets only; crop on device).
     crop_scale, crop_ratio: random resized crop ranges (area fraction, w/h).
     num_local_views: L local (multi-crop) crops per example, host crops only;
-      0 = none (`jssl.data.views.local_crops(recipe).num`).
+      0 = none (`jssl.data.recipes.local_crops(recipe).num`).
     local_image_size: side of the local crops (`recipe.local.image_size`).
     local_crop_scale: area range of the local crops (`recipe.local.scale`);
       they share `crop_ratio`.
@@ -229,7 +229,7 @@ def tfds_eval_batches(name: str, split: str = "test", *, data_dir: Optional[str]
 
   Images are resized (shorter side to `image_size / crop_fraction`) and centre
   cropped on host, then normalised on device by
-  `jssl.data.views.eval_preprocess(size=image_size)` (an identity resize there).
+  `jssl.data.eval_transform.eval_preprocess(size=image_size)` (an identity resize there).
   Every process yields `ceil(largest shard / b)` batches, zero-padded with
   `mask=False`, so multi-host evaluation steps stay in lockstep.
   """

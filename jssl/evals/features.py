@@ -21,18 +21,18 @@ def preprocessed_apply(module, preprocess: dict, *, crop_fraction: Optional[floa
   `jssl.evaluate` and exported encoders.
 
   `preprocess` holds `size`, `mean`, `std` (and `crop_fraction`), as an export
-  records them; `jssl.data.views.eval_preprocess` resizes, centre-crops
+  records them; `jssl.data.eval_transform.eval_preprocess` resizes, centre-crops
   (`crop_fraction`, default the preprocess's own; pass 1.0 for images already
   cropped on host) and normalises, then `module.apply(..., train=False)`.
   `keys` keeps only those outputs (default: all).
   """
-  from jssl.data import views  # pylint: disable=import-outside-toplevel
+  from jssl.data import eval_transform  # pylint: disable=import-outside-toplevel
   crop = float(preprocess.get("crop_fraction", 1.0) if crop_fraction is None
                else crop_fraction)
   size, mean, std = int(preprocess["size"]), preprocess["mean"], preprocess["std"]
 
   def fn(variables, images):
-    x = views.eval_preprocess(images, size=size, mean=mean, std=std, crop_fraction=crop)
+    x = eval_transform.eval_preprocess(images, size=size, mean=mean, std=std, crop_fraction=crop)
     out = module.apply(variables, x, train=False)
     return out if keys is None else {k: out[k] for k in keys}
 

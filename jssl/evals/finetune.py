@@ -80,7 +80,7 @@ from jssl import errors
 from jssl import schedules
 from jssl import sharding as shd
 from jssl.data import augment as aug_lib
-from jssl.data import views
+from jssl.data import eval_transform
 
 PROTOCOLS = ("linear", "finetune")
 PRESETS = {"linear": ("simclr", "mae"), "finetune": ("simclr",)}
@@ -387,7 +387,7 @@ def train_classifier(module, variables, train: TrainData, test_batches: Iterable
     if not crop:
       images = images[:, 0]
     with jax.threefry_partitionable(False):
-      keys = views.example_keys(jax.random.fold_in(key, state["step"]), images)
+      keys = shd.example_keys(jax.random.fold_in(key, state["step"]), images)
       x = jax.vmap(functools.partial(augment, crop=crop))(keys, images)
 
     def loss_fn(params):
@@ -421,7 +421,7 @@ def train_classifier(module, variables, train: TrainData, test_batches: Iterable
   top = min(5, num_classes)
 
   def eval_step(state, frozen, images, labels, mask):
-    x = views.eval_preprocess(images, size=size, mean=mean, std=std, crop_fraction=1.0)
+    x = eval_transform.eval_preprocess(images, size=size, mean=mean, std=std, crop_fraction=1.0)
     logits, _ = model(state["params"], state["stats"], frozen, x, train=False)
     _, ranked = jax.lax.top_k(logits, top)
     hits = ranked == labels[:, None]

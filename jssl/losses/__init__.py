@@ -24,13 +24,16 @@ from jssl.losses.contrastive import dcl, dclw, info_nce, ntxent, supcon
 from jssl.losses.cosine import byol, byol_regression, negative_cosine, simsiam
 from jssl.losses.dino import dino
 from jssl.losses.image_text import clip, siglip
-from jssl.losses.mae import mae, patchify
+from jssl.losses.mae import mae
 from jssl.losses.matryoshka import matryoshka
 from jssl.losses.metrics import (alignment, effective_rank, feature_std, hypersphere, rankme,
                                  uniformity)
 from jssl.losses.moco import QueueState, enqueue, moco, mocov3
 from jssl.losses.redundancy import VICRegTerms, barlow_twins, vicreg
 from jssl.losses.swav import sinkhorn, swav
+# MAE's target reshaping: a layer-neutral array op (the ViT uses it too, and models
+# never import losses), kept in the public API as `losses.patchify`.
+from jssl.patches import patchify
 
 __all__ = [
     "ntxent", "ntxent_chunked", "info_nce", "supcon", "dcl", "dclw",

@@ -8,22 +8,6 @@ import jax.numpy as jnp
 from jssl.losses import _common as C
 
 
-def patchify(images, patch_size: int):
-  """[B, H, W, C] images -> [B, N, p*p*C] patches, row-major patches, (p, p, C) inside.
-
-  Same element order as facebookresearch/mae models_mae.py::patchify
-  ('nchpwq->nhwpqc' on NCHW), written for NHWC.
-  """
-  C.check_rank("images", images, 4, "[B, H, W, C]")
-  b, h, w, c = images.shape
-  p = patch_size
-  if h % p or w % p:
-    raise ValueError(f"images [B, H, W, C] = {images.shape} not divisible by patch "
-                     f"size ({p}, {p})")
-  x = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(b, (h // p) * (w // p), p * p * c)
-
-
 def mae(pred, target, mask, *, norm_pix_loss: bool = False, eps: float = 1e-6,
         axis_name: Optional[str] = None):
   """MAE mean squared error over the masked (removed) patches only.
@@ -37,7 +21,7 @@ def mae(pred, target, mask, *, norm_pix_loss: bool = False, eps: float = 1e-6,
 
   Args:
     pred: [B, N, P] decoder predictions (P = p*p*C pixels per patch).
-    target: [B, N, P] patchified images (see `patchify`).
+    target: [B, N, P] patchified images (see `jssl.patches.patchify`).
     mask: [B, N] 1/True where the patch was masked (the loss is only there).
     norm_pix_loss: per-patch normalised targets (paper Sec. 4 / Table 1, default False
       in main_pretrain.py, True in the recipe).

@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 
 from jssl import errors, models, schedules
-from jssl.data import views as views_lib
 from jssl.methods import base
 
 
@@ -133,12 +132,23 @@ def apply_per_view(net: nn.Module, variables: dict, views: Sequence[jax.Array],
   return stacked, stats
 
 
+def num_local_views(config) -> int:
+  """L, the multi-crop local views of `config.views` (0 without `views.local`).
+
+  Read from the config, as `jssl.data.recipes.local_crops` does (a negative or
+  absent `num` is 0): methods never import the data package (DESIGN rule 2;
+  tests/test_layering.py), and the recipe's fields are the contract.
+  """
+  local = config.views.get("local", None)
+  return max(0, int(local.get("num", 0))) if local is not None else 0
+
+
 def require_views(config, method: str, num: int = 2) -> None:
   if config.views.num_views != num:
     raise errors.ConfigError(
         f"{method} compares exactly {num} views of each image; "
         f"config.views.num_views={config.views.num_views}")
-  num_local = views_lib.local_crops(config.views).num
+  num_local = num_local_views(config)
   if num_local:
     raise errors.ConfigError(
         f"{method} uses no multi-crop local views; "

@@ -110,7 +110,7 @@ def _check_config(config) -> int:
       raise errors.ConfigError(
           f"DINO multi-crop: config.views.local.num={num_local} but "
           f"config.views.local lacks {missing} (see "
-          "jssl.data.views.add_local_crops)")
+          "jssl.data.recipes.add_local_crops)")
   if (num_local and models.is_vit(config.model)
       and config.model.get("pos_embed", "sincos") == "learned"):
     raise errors.ConfigError(

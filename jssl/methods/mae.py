@@ -17,8 +17,8 @@ as MAE reconstructs its normalised input tensor).
 
 Masking (`models_mae.py::random_masking`): uniform noise per patch, argsort;
 the N_keep patches with the smallest noise stay visible. Each example draws its
-noise from its own key (`jax.random.split` + `vmap`, as `jssl.data.views`
-does), so the masks do not depend on how the batch is sharded (tested 1 vs 8
+noise from its own key (`jssl.sharding.example_keys` + `vmap`, as the device
+views do), so the masks do not depend on how the batch is sharded (tested 1 vs 8
 devices). MAE uses int(N (1 - r)); round() is the same for every paper setting
 (N = 196, 64, 16 at r = 0.75) and avoids 0.9999 -> 0 surprises.
 
@@ -40,8 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jssl import errors, losses, models
-from jssl.data import views as views_lib
+from jssl import errors, losses, models, sharding
 from jssl.methods import base, common
 from jssl.methods.base import Method
 from jssl.models.vit import MAEDecoder
@@ -70,8 +69,7 @@ def random_masking(key, num_examples_like: jax.Array, num_patches: int,
     mask `[B, N]` float32 (1 = removed; the loss is computed there).
   """
   n_keep = num_keep(num_patches, mask_ratio)
-  # pylint: disable-next=protected-access
-  keys = views_lib.example_keys(key, num_examples_like)
+  keys = sharding.example_keys(key, num_examples_like)
   noise = jax.vmap(lambda k: jax.random.uniform(k, (num_patches,)))(keys)
   ids_shuffle = jnp.argsort(noise, axis=1)      # ascending: small noise is kept
   ids_restore = jnp.argsort(ids_shuffle, axis=1)  # rank of each patch

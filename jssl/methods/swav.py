@@ -131,7 +131,7 @@ def _settings(config, length):
     raise errors.ConfigError(
         f"SwAV computes codes on exactly {NUM_GLOBAL} global crops; "
         f"config.views.num_views={config.views.num_views} (small crops go in "
-        "config.views.local.num, see jssl.data.views.add_local_crops)")
+        "config.views.local.num, see jssl.data.recipes.add_local_crops)")
   local = config.views.get("local", None)
   num_local = int(local.get("num", 0)) if local is not None else 0
   if num_local < 0:

@@ -14,7 +14,7 @@ table (normal, std 0.02), whose size fixes the input resolution.
 
 Patch embedding: a p x p, stride-p convolution, written as `patchify` + Dense:
 the Dense kernel `[p*p*C, D]` reshaped to `[p, p, C, D]` IS the HWIO conv
-kernel (the same row-major (p, p, C) order as `jssl.losses.patchify`), and a
+kernel (the same row-major (p, p, C) order as MAE's target, `jssl.patches`), and a
 matmul is the fastest form of a non-overlapping conv on every backend.
 
 Initialisation (MAE `models_mae.py::initialize_weights`, MoCo v3 `vits.py`):
@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from jssl.losses.mae import patchify
+from jssl.patches import patchify
 
 LN_EPS = 1e-6   # MAE / MoCo v3 / DINO: partial(nn.LayerNorm, eps=1e-6)
 XAVIER = nn.initializers.xavier_uniform()

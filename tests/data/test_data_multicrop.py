@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jssl.data import views
+from jssl.data import device_views, recipes
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.2)
 
@@ -15,24 +15,24 @@ def _uint8(shape, seed=0):
 
 
 def _recipe(num_local=3, **kw):
-  return views.multicrop_recipe(8, 4, num_local, mean=MEAN, std=STD, **kw)
+  return recipes.multicrop_recipe(8, 4, num_local, mean=MEAN, std=STD, **kw)
 
 
 def test_recipe_fields_and_local_config():
   r = _recipe(local_overrides={"blur.p": 0.7, "solarize": {"p": 0.3}})
   assert r.crop.scale == (0.14, 1.0)
   assert (r.local.num, r.local.image_size, r.local.scale) == (3, 4, (0.05, 0.14))
-  assert views.local_crops(r) == views.LocalCrops(3, 4, (0.05, 0.14))
-  lc = views.local_config(r)
+  assert recipes.local_crops(r) == recipes.LocalCrops(3, 4, (0.05, 0.14))
+  lc = recipes.local_config(r)
   assert (lc.image_size, lc.crop.scale, lc.blur.p, lc.solarize.p) == (4, (0.05, 0.14), 0.7, 0.3)
-  g = views.view_config(r, 0, 2)  # the global crops are untouched
+  g = recipes.view_config(r, 0, 2)  # the global crops are untouched
   assert (g.image_size, g.crop.scale, g.blur.p, g.solarize.p) == (8, (0.14, 1.0), 0.0, 0.0)
   # No `local` (every pre-multi-crop recipe) means no local crops.
-  assert views.local_crops(views.simclr_recipe(8, mean=MEAN, std=STD)).num == 0
+  assert recipes.local_crops(recipes.simclr_recipe(8, mean=MEAN, std=STD)).num == 0
   with pytest.raises(KeyError, match="local.overrides.*pp"):
     _recipe(local_overrides={"blur.pp": 1.0})
   with pytest.raises(ValueError, match="no local crops"):
-    views.local_config(views.simclr_recipe(8, mean=MEAN, std=STD))
+    recipes.local_config(recipes.simclr_recipe(8, mean=MEAN, std=STD))
 
 
 def test_arrays_give_global_then_local_views_and_overrides_apply():
@@ -42,7 +42,7 @@ def test_arrays_give_global_then_local_views_and_overrides_apply():
   r.local.scale = (1.0, 1.0)  # whole image: local = resized image, then solarized
   r.crop.scale, r.crop.ratio = (1.0, 1.0), (1.0, 1.0)
   x = _uint8((6, 8, 8, 3))
-  out = jax.jit(views.make_view_fn(r, 2))(jax.random.key(0), {"image": x})
+  out = jax.jit(device_views.make_view_fn(r, 2))(jax.random.key(0), {"image": x})
   assert [o.shape for o in out] == [(6, 8, 8, 3)] * 2 + [(6, 4, 4, 3)] * 3
   assert all(o.dtype == jnp.float32 for o in out)
   f = x / 255.0
@@ -60,7 +60,7 @@ def test_per_view_still_applies_to_global_views_only():
   x = _uint8((4, 1, 8, 8, 3))
   loc = _uint8((4, 2, 4, 4, 3), seed=1)
   batch = {"views": np.concatenate([x, x], 1), "local_views": loc}
-  out = jax.jit(views.make_view_fn(r, 2))(jax.random.key(0), batch)
+  out = jax.jit(device_views.make_view_fn(r, 2))(jax.random.key(0), batch)
   f = x[:, 0] / 255.0
   np.testing.assert_allclose(out[0], f, atol=1e-6)
   np.testing.assert_allclose(out[1], np.where(f < 0.5, f, 1 - f), atol=1e-6)
@@ -70,22 +70,22 @@ def test_per_view_still_applies_to_global_views_only():
 
 def test_recipe_without_local_is_unchanged():
   """Same views as before multi-crop existed: local crops use their own key."""
-  plain = views.simclr_recipe(8, mean=MEAN, std=STD)
-  multi = views.add_local_crops(views.simclr_recipe(8, mean=MEAN, std=STD), num=2,
+  plain = recipes.simclr_recipe(8, mean=MEAN, std=STD)
+  multi = recipes.add_local_crops(recipes.simclr_recipe(8, mean=MEAN, std=STD), num=2,
                                 image_size=4, scale=(0.05, 0.14))
   x = {"image": _uint8((4, 12, 10, 3))}
-  a = views.make_view_fn(plain, 2)(jax.random.key(5), x)
-  b = views.make_view_fn(multi, 2)(jax.random.key(5), x)
+  a = device_views.make_view_fn(plain, 2)(jax.random.key(5), x)
+  b = device_views.make_view_fn(multi, 2)(jax.random.key(5), x)
   assert len(a) == 2 and len(b) == 4
   for u, v in zip(a, b[:2]):
     np.testing.assert_array_equal(u, v)
-  zero = views.add_local_crops(views.simclr_recipe(8, mean=MEAN, std=STD), num=0,
+  zero = recipes.add_local_crops(recipes.simclr_recipe(8, mean=MEAN, std=STD), num=0,
                                image_size=4, scale=(0.05, 0.14))
-  assert len(views.make_view_fn(zero, 2)(jax.random.key(5), x)) == 2
+  assert len(device_views.make_view_fn(zero, 2)(jax.random.key(5), x)) == 2
 
 
 def test_host_crops_need_local_views():
-  fn = views.make_view_fn(_recipe(num_local=2), 2)
+  fn = device_views.make_view_fn(_recipe(num_local=2), 2)
   with pytest.raises(KeyError, match="local_views"):
     fn(jax.random.key(0), {"views": _uint8((4, 2, 8, 8, 3))})
   with pytest.raises(ValueError, match="L=2"):
@@ -99,7 +99,7 @@ def test_host_crops_need_local_views():
 def test_multicrop_sharded_over_8_devices_equals_single_device():
   r = _recipe(num_local=2)
   r.blur.p = 0.5
-  fn = jax.jit(views.make_view_fn(r, 2))
+  fn = jax.jit(device_views.make_view_fn(r, 2))
   batch = {"image": _uint8((16, 12, 10, 3)), "label": np.arange(16)}
   mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
   sharded = {k: jax.device_put(v, NamedSharding(mesh, P("data"))) for k, v in batch.items()}
@@ -124,8 +124,8 @@ def test_tfds_host_multicrop_on_mock_data():
   assert b["local_views"].shape == (4, 3, 8, 8, 3) and b["local_views"].dtype == np.uint8
   np.testing.assert_array_equal(b["views"], plain["views"])  # globals unchanged
   assert "local_views" not in plain
-  r = views.multicrop_recipe(16, 8, 3, mean=MEAN, std=STD)
-  out = jax.jit(views.make_view_fn(r, 2))(jax.random.key(0), b)
+  r = recipes.multicrop_recipe(16, 8, 3, mean=MEAN, std=STD)
+  out = jax.jit(device_views.make_view_fn(r, 2))(jax.random.key(0), b)
   assert [o.shape for o in out] == [(4, 16, 16, 3)] * 2 + [(4, 8, 8, 3)] * 3
   with pytest.raises(ValueError, match="crop_on_host"):
     tfds_source.tfds_train_batches("cifar10", num_local_views=2, local_image_size=8,

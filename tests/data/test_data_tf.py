@@ -8,7 +8,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 from jssl import errors  # noqa: E402
 from jssl.data import augment as A  # noqa: E402
-from jssl.data import tf_ops, tfds_source, views  # noqa: E402
+from jssl.data import device_views, eval_transform, recipes, tf_ops, tfds_source  # noqa: E402
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.2)
 
@@ -39,7 +39,7 @@ def test_grayscale_and_normalize_agree(image):
                                              ((20, 20, 3), 20, 1.0)])
 def test_eval_preprocess_agrees(shape, size, frac):
   x = np.random.RandomState(1).randint(0, 256, shape).astype(np.uint8)
-  ours = views.eval_preprocess(x, size=size, mean=MEAN, std=STD, crop_fraction=frac)
+  ours = eval_transform.eval_preprocess(x, size=size, mean=MEAN, std=STD, crop_fraction=frac)
   theirs = tf_ops.eval_preprocess(x, size=size, mean=MEAN, std=STD, crop_fraction=frac)
   np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-4)
   # The dynamic-shape (variable-size TFDS image) branch computes the same.
@@ -80,7 +80,7 @@ def test_tfds_pipeline_on_mock_data():
         crop_on_host=False, seed=0))
     assert raw["image"].shape == (4, 32, 32, 3)
     # Host crops feed the on-device view fn.
-    fn = views.make_view_fn(views.simclr_recipe(16, mean=MEAN, std=STD), 2)
+    fn = device_views.make_view_fn(recipes.simclr_recipe(16, mean=MEAN, std=STD), 2)
     out = jax.jit(fn)(jax.random.key(0), b)
     assert out[0].shape == (4, 16, 16, 3)
     ev = list(tfds_source.tfds_eval_batches(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jssl.data import views
+from jssl.data import device_views, eval_transform, recipes
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.2)
 
@@ -15,37 +15,37 @@ def _uint8(shape, seed=0):
 
 
 def test_simclr_recipe_defaults():
-  r = views.simclr_recipe(32, mean=MEAN, std=STD)
+  r = recipes.simclr_recipe(32, mean=MEAN, std=STD)
   assert (r.crop.scale, r.flip.p, r.grayscale.p) == ((0.08, 1.0), 0.5, 0.2)
   cj = r.color_jitter
   assert (cj.brightness, cj.contrast, cj.saturation, cj.hue, cj.p) == (0.4, 0.4, 0.4, 0.1, 0.8)
-  assert r.blur.p == 0.0 and views.simclr_recipe(96, mean=MEAN, std=STD).blur.p == 0.5
-  assert views.simclr_recipe(224, mean=MEAN, std=STD, blur=False).blur.p == 0.0
+  assert r.blur.p == 0.0 and recipes.simclr_recipe(96, mean=MEAN, std=STD).blur.p == 0.5
+  assert recipes.simclr_recipe(224, mean=MEAN, std=STD, blur=False).blur.p == 0.0
 
 
 def test_byol_is_per_view_config():
-  r = views.byol_recipe(64, mean=MEAN, std=STD)
-  v1, v2 = (views.view_config(r, v, 2) for v in range(2))
+  r = recipes.byol_recipe(64, mean=MEAN, std=STD)
+  v1, v2 = (recipes.view_config(r, v, 2) for v in range(2))
   assert (v1.blur.p, v1.solarize.p, v2.blur.p, v2.solarize.p) == (1.0, 0.0, 0.1, 0.2)
   assert v1.color_jitter.saturation == 0.2 and v1.crop == v2.crop
   # Nested dicts work like dotted keys; typos and wrong lengths fail loudly.
   r.per_view = ({"blur": {"p": 0.3}}, {})
-  assert views.view_config(r, 0, 2).blur.p == 0.3 and views.view_config(r, 1, 2).blur.p == 0.5
+  assert recipes.view_config(r, 0, 2).blur.p == 0.3 and recipes.view_config(r, 1, 2).blur.p == 0.5
   r.per_view = ({"blur.pp": 1.0}, {})
   with pytest.raises(KeyError, match="pp"):
-    views.view_config(r, 0, 2)
+    recipes.view_config(r, 0, 2)
   with pytest.raises(ValueError, match="per_view"):
-    views.view_config(r, 0, 3)
+    recipes.view_config(r, 0, 3)
 
 
 def test_per_view_overrides_change_the_views():
   """Solarize p=1 on view 2 only: view 1 keeps values, view 2 is inverted above 0.5."""
-  r = views.simclr_recipe(8, mean=(0.0,) * 3, std=(1.0,) * 3)
+  r = recipes.simclr_recipe(8, mean=(0.0,) * 3, std=(1.0,) * 3)
   r.flip.p, r.color_jitter.p, r.grayscale.p = 0.0, 0.0, 0.0
   r.per_view = ({}, {"solarize.p": 1.0})
   x = _uint8((2, 1, 8, 8, 3))
   batch = {"views": np.concatenate([x, x], axis=1)}
-  a, b = jax.jit(views.make_view_fn(r, 2))(jax.random.key(0), batch)
+  a, b = jax.jit(device_views.make_view_fn(r, 2))(jax.random.key(0), batch)
   f = x[:, 0] / 255.0
   np.testing.assert_allclose(a, f, atol=1e-6)
   np.testing.assert_allclose(b, np.where(f < 0.5, f, 1 - f), atol=1e-6)
@@ -53,10 +53,10 @@ def test_per_view_overrides_change_the_views():
 
 @pytest.fixture(scope="module")
 def view_fn_and_batch():
-  r = views.simclr_recipe(8, mean=MEAN, std=STD)
+  r = recipes.simclr_recipe(8, mean=MEAN, std=STD)
   r.blur.p = 0.5  # exercise every op
   r.solarize.p = 0.2
-  return jax.jit(views.make_view_fn(r, 2)), {"image": _uint8((16, 12, 10, 3)),
+  return jax.jit(device_views.make_view_fn(r, 2)), {"image": _uint8((16, 12, 10, 3)),
                                               "label": np.arange(16)}
 
 
@@ -102,13 +102,13 @@ def test_view_fn_host_crops_and_bad_inputs(view_fn_and_batch):
 def test_eval_preprocess_hand_checked():
   x = _uint8((2, 6, 10, 3))
   # No resize needed: centre crop of the longer side, then normalise.
-  out = views.eval_preprocess(x, size=6, mean=MEAN, std=STD)
+  out = eval_transform.eval_preprocess(x, size=6, mean=MEAN, std=STD)
   expected = (x[:, :, 2:8] / 255.0 - np.array(MEAN)) / np.array(STD)
   np.testing.assert_allclose(out, expected, atol=1e-5)
   # crop_fraction: shorter side -> 8 (6 / 0.75), then the central 6 x 6.
-  assert views.eval_resize_shape(6, 10, 6, 0.75) == (8, 13)
-  out = jax.jit(lambda im: views.eval_preprocess(im, size=6, mean=MEAN, std=STD,
+  assert eval_transform.eval_resize_shape(6, 10, 6, 0.75) == (8, 13)
+  out = jax.jit(lambda im: eval_transform.eval_preprocess(im, size=6, mean=MEAN, std=STD,
                                                  crop_fraction=0.75))(x)
   assert out.shape == (2, 6, 6, 3) and out.dtype == jnp.float32
-  one = views.eval_preprocess(x[0], size=6, mean=MEAN, std=STD, crop_fraction=0.75)
+  one = eval_transform.eval_preprocess(x[0], size=6, mean=MEAN, std=STD, crop_fraction=0.75)
   np.testing.assert_allclose(one, out[0], atol=1e-5)

@@ -7,7 +7,7 @@ import numpy as np
 
 from jssl import methods, schedules, sharding as shd, step as step_lib
 from jssl.data import digits, sources
-from jssl.data import views as views_lib
+from jssl.data import device_views as views_lib
 
 
 def digit_batches(config, n: int, *, seed: int = 0) -> list[dict]:

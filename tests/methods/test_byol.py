@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jssl import methods
-from jssl.data import views as views_lib
+from jssl.data import recipes as views_lib
 from jssl_testing import load_config
 import methods_testing as mt
 

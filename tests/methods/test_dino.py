@@ -9,7 +9,8 @@ import methods_testing as mt
 
 from jssl import methods, models, schedules
 from jssl import sharding as shd
-from jssl.data import views as views_lib
+from jssl.data import device_views
+from jssl.data import recipes as views_lib
 from jssl.methods import dino
 from jssl.models import dino_head
 
@@ -29,8 +30,8 @@ def setup():
   method = methods.make(c, LENGTH)
   batch = mt.digit_batches(c, 1)[0]
   num = c.views.num_views
-  views = jax.jit(views_lib.make_view_fn(c.views, num))(jax.random.key(0),
-                                                        batch)
+  views = jax.jit(device_views.make_view_fn(c.views, num))(jax.random.key(0),
+                                                           batch)
   params, state = jax.jit(method.init)(jax.random.key(1), views)
   return c, method, views, params, state
 
