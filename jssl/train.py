@@ -27,6 +27,7 @@ from jssl import plots as plots_lib
 from jssl import schedules
 from jssl import sharding as shd
 from jssl import step as step_lib
+from jssl import workdir as workdir_lib
 from jssl.data import views as views_lib
 from jssl.evals import diagnostics as diag_lib
 from jssl.evals import features as features_lib
@@ -172,7 +173,16 @@ def evaluate(method, state, data: Datasets, mesh, config, *,
 
 
 def run(config, workdir: str) -> dict:
-  """Pretrains, evaluates and exports; returns the results dict."""
+  """Pretrains, evaluates and exports; returns the results dict.
+
+  Holds the workdir lock (`jssl.workdir`) for the whole run: a second run on
+  the same workdir raises WorkdirError naming this one.
+  """
+  with workdir_lib.hold(workdir):
+    return _run(config, workdir)
+
+
+def _run(config, workdir: str) -> dict:
   if config.eval.get("plots", "") not in ("",) + plots_lib.PROJECTIONS:
     raise ValueError(f"config.eval.plots={config.eval.plots!r}: one of "
                      f"{plots_lib.PROJECTIONS} or '' (no plots)")
