@@ -15,10 +15,11 @@ from jssl_testing import REPO
 
 
 def state(v: int) -> dict:
-  """A state whose data file is incompressible (random floats, 240 KB), so
-  bytes changed inside it decode to other numbers instead of failing."""
+  """A state whose data file is incompressible (random bits, 240 KB): zstd
+  stores it raw, so bytes changed inside it decode to other numbers instead of
+  failing to decompress (what a bad disk does to real float weights)."""
   return {"step": jnp.asarray(v, jnp.int32),
-          "params": {"w": jax.random.normal(jax.random.key(v), (300, 200)),
+          "params": {"w": jax.random.bits(jax.random.key(v), (300, 200), jnp.uint32),
                      "b": jnp.full((8,), float(v))}}
 
 
