@@ -111,7 +111,9 @@ def write_or_check_config(workdir, config: Any) -> None:
           f"workdir {workdir} holds a run of a different config ({path}); "
           "refusing to resume or overwrite it. Differences (saved -> new):\n  "
           + "\n  ".join(diffs)
-          + "\nUse a new --workdir, or restore the saved values.")
+          + f"\nUse a new --workdir, or restore the saved values (or delete {path} "
+          "if nothing of that run is worth keeping: its export, results and "
+          "metrics would be overwritten).")
   if jax.process_index() == 0:
     tmp = workdir / "config.json.tmp"
     tmp.write_text(json.dumps(new, indent=2, sort_keys=True))
