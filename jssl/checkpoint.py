@@ -50,6 +50,7 @@ import orbax.checkpoint as ocp
 
 from jssl.checkpoint_checks import MANIFEST, check_manifest, install_quiet_hooks
 from jssl.checkpoint_checks import layout_differences, os_error, write_manifest
+from jssl.checkpoint_checks import quiet_abandoned_coroutines
 from jssl.errors import CheckpointError, ConfigError
 
 # Fields that may differ between the run that wrote a checkpoint and the run
@@ -205,6 +206,7 @@ class Checkpointer:
 
   def _failed(self, step: int, e: BaseException) -> None:
     self._failure = (step, e)
+    quiet_abandoned_coroutines()
     # The partial save must not keep the disk full. Orbax may still be writing
     # into it: raise_if_save_failed removes it again, for good, after closing.
     self._remove_partial(step, quiet=True)
@@ -275,6 +277,7 @@ class Checkpointer:
             step, args=ocp.args.StandardRestore(abstract_state)), None
       except Exception as e:  # pylint: disable=broad-except
         state, err = None, e
+        quiet_abandoned_coroutines()
       if _all_ok(err is None):
         logging.info("Restored checkpoint step %d from %s", step, self.directory)
         return state

@@ -22,6 +22,7 @@ import os
 import re
 import sys
 from typing import Any
+import warnings
 
 from etils import epath
 import jax
@@ -133,27 +134,64 @@ class _QuietOrbaxErrors(py_logging.Filter):
 _QUIET = _QuietOrbaxErrors()
 
 
-def _quiet_closed_loop_hook(previous):
-  """A `sys.unraisablehook` that drops asyncio's "Event loop is closed".
+def _is_orbax_leftover(unraisable) -> bool:
+  """An unraisable from the aftermath of a failed Orbax read or write."""
+  if (isinstance(unraisable.exc_value, RuntimeError)
+      and str(unraisable.exc_value) == "Event loop is closed"):
+    return True
+  code = getattr(unraisable.object, "cr_code", None)  # an abandoned coroutine
+  return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
 
-  When one read or write of a save/restore fails, Orbax abandons the
-  coroutine and closes its event loop; TensorStore futures still in flight
-  then complete into the closed loop and each prints an unraisable
-  RuntimeError traceback (2,754 lines around one truncated checkpoint,
-  issue 14). Nothing awaits those results; the failure itself is reported
-  once by the Checkpointer. Every other unraisable goes to `previous`.
+
+def _quiet_leftovers_hook(previous, verbose: bool):
+  """A `sys.unraisablehook` that drops the leftovers of a failed save/restore.
+
+  When one read or write fails, Orbax abandons its sibling coroutines and
+  closes their event loop: TensorStore futures still in flight complete into
+  the closed loop ("Event loop is closed", 2,754 lines around one truncated
+  checkpoint, issue 14), and the abandoned coroutines, collected later (often
+  at interpreter exit), fail in their cleanup. Each prints an unraisable
+  traceback. Nothing awaits those results; the failure itself is reported once
+  by the Checkpointer. Every other unraisable goes to `previous`.
   """
   def hook(unraisable):
-    if (isinstance(unraisable.exc_value, RuntimeError)
-        and str(unraisable.exc_value) == "Event loop is closed"
-        and not os.environ.get("JSSL_VERBOSE")):
-      return
+    try:
+      if not verbose and _is_orbax_leftover(unraisable):
+        return
+    except Exception:  # pylint: disable=broad-except  (interpreter shutdown)
+      pass
     previous(unraisable)
-  hook.jssl_quiet_closed_loop = True
+  hook.jssl_quiet_leftovers = True
   return hook
 
 
 def install_quiet_hooks() -> None:
   py_logging.getLogger("absl").addFilter(_QUIET)
-  if not getattr(sys.unraisablehook, "jssl_quiet_closed_loop", False):
-    sys.unraisablehook = _quiet_closed_loop_hook(sys.unraisablehook)
+  if not getattr(sys.unraisablehook, "jssl_quiet_leftovers", False):
+    sys.unraisablehook = _quiet_leftovers_hook(
+        sys.unraisablehook, verbose=bool(os.environ.get("JSSL_VERBOSE")))
+
+
+class _QuietAsyncioLeftovers(py_logging.Filter):
+  """asyncio's reports of futures and tasks a failed Orbax save abandoned."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return not str(record.msg).startswith((
+        "Future exception was never retrieved", "Task exception was never retrieved",
+        "Task was destroyed but it is pending"))
+
+
+_QUIET_ASYNCIO = _QuietAsyncioLeftovers()
+
+
+def quiet_abandoned_coroutines() -> None:
+  """After a failed save/restore (only then), silences its aftermath: Orbax
+  abandoned sibling coroutines and futures of the failed read/write, and
+  asyncio reports each when collected ("Future exception was never
+  retrieved", "coroutine ... was never awaited"), dozens of lines that say
+  nothing the one CheckpointError line did not. JSSL_VERBOSE=1 keeps them."""
+  if os.environ.get("JSSL_VERBOSE"):
+    return
+  py_logging.getLogger("asyncio").addFilter(_QUIET_ASYNCIO)
+  warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited",
+                          category=RuntimeWarning)
