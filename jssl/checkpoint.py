@@ -32,6 +32,13 @@ What each fault does (the README table "fault -> what jssl does -> test"):
 Multi-process: process 0 writes manifests and checks them at restore; its
 verdict is broadcast so every process restores the same step.
 
+Cost: the manifest reads each checkpoint back once after it commits (in a
+background thread for async saves) and once more before it is restored
+(process 0), i.e. one extra read of the checkpoint per save and per resume.
+On object stores (gs://) Orbax writes a step in place and marks it committed
+with commit_success.txt instead of renaming a tmp directory: an interrupted
+save there is ignored by Orbax rather than swept at start.
+
 Resuming refuses a workdir whose config.json differs from the new config in a
 field that changes training (the error names the fields); fields that only
 affect logging, evaluation cadence or I/O may change between runs.
