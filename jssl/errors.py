@@ -113,6 +113,8 @@ def absl_main(main, verbose_flag=None):
   `verbose_flag`: the `--verbose` FlagHolder (read after flag parsing)."""
   def wrapped(argv):
     verbose = bool(verbose_flag.value) if verbose_flag is not None else False
+    if verbose:  # library code reads the env var (jssl.checkpoint_checks' log filters)
+      os.environ[VERBOSE_ENV] = "1"
     return call(main, argv, verbose=verbose)
   return wrapped
 

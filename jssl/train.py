@@ -28,6 +28,7 @@ from jssl import schedules
 from jssl import sharding as shd
 from jssl import step as step_lib
 from jssl import storage
+from jssl import workdir as workdir_lib
 from jssl.data import device_views as views_lib
 from jssl.data.pipeline import Datasets, build_datasets  # noqa: F401 (re-exported)
 from jssl.evals import diagnostics as diag_lib
@@ -85,14 +86,19 @@ def evaluate(method, state, data: Datasets, mesh, config, *,
 
 
 def run(config, workdir: str) -> dict:
-  """Pretrains, evaluates and exports; returns the results dict."""
+  """Pretrains, evaluates and exports; returns the results dict.
+
+  Holds the workdir lock (`jssl.workdir`) for the whole run: a second run on
+  the same workdir raises WorkdirError naming this one.
+  """
   config_check.validate(config)  # bad counts / rates fail before any work
   # A local path or a URL (gs://bucket/run): checked before anything writes.
   workdir = storage.path(workdir)
-  if config.eval.get("plots", "") not in ("",) + plots_lib.PROJECTIONS:
-    raise ValueError(f"config.eval.plots={config.eval.plots!r}: one of "
-                     f"{plots_lib.PROJECTIONS} or '' (no plots)")
-  ckpt_lib.write_or_check_config(workdir, config)
+  with workdir_lib.hold(workdir):
+    return _run(config, workdir)
+
+
+def _run(config, workdir) -> dict:
   mesh = shd.make_mesh(config.mesh)
   log = MetricsLog(workdir, logging=config.get("logging"),
                    run_config=ckpt_lib.config_to_dict(config))
@@ -119,6 +125,10 @@ def run(config, workdir: str) -> dict:
                                    num_classes=data.num_classes)
   train_step = step_lib.make_train_step(method, tx, view_fn, schedule, mesh,
                                         state_sh, probe=probe, diagnostics=diag)
+  # Only now, once the data, method and step are built: a run that fails
+  # before this point (a bad data path, a batch the devices cannot split)
+  # leaves no config.json to block its corrected re-run.
+  ckpt_lib.write_or_check_config(workdir, config)
   ckpt = ckpt_lib.Checkpointer(workdir, every_steps=config.checkpoint.every_steps,
                                keep=config.checkpoint.keep,
                                use_async=config.checkpoint.use_async)
@@ -155,6 +165,7 @@ def run(config, workdir: str) -> dict:
       t0 = time.time()
       state, metrics = train_step(state, batch)
       done = step + 1
+      ckpt.raise_if_save_failed()  # a failed async save stops the run here
       guard.add(done, metrics.pop("finite"))
       if t_compile is None:
         jax.block_until_ready(metrics)

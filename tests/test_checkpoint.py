@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jssl import checkpoint as ckpt_lib
+from jssl.errors import ConfigError
 
 
 def _state(v):
@@ -36,7 +37,7 @@ def test_empty_workdir_restores_nothing(tmp_path):
   c.close()
 
 
-def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, capsys):
+def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, caplog):
   c = ckpt_lib.Checkpointer(str(tmp_path), every_steps=1, keep=3, use_async=False)
   c.save(1, _state(1))
   c.save(2, _state(2))
@@ -46,7 +47,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, capsys):
   damaged = 0
   for root, _, files in os.walk(step2):
     for name in files:
-      if not name.startswith("_CHECKPOINT_METADATA"):
+      if not name.startswith(("_CHECKPOINT_METADATA", ckpt_lib.MANIFEST)):
         with open(os.path.join(root, name), "wb") as f:
           f.write(b"\x00garbage")
         damaged += 1
@@ -54,13 +55,29 @@ def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, capsys):
   c = ckpt_lib.Checkpointer(str(tmp_path), every_steps=1, keep=3, use_async=False)
   restored = c.restore_latest(_abstract())
   assert int(restored["step"]) == 1
-  out = capsys.readouterr().out
-  assert "checkpoint step 2" in out and "unreadable" in out
+  assert "checkpoint step 2" in caplog.text and "damaged" in caplog.text
   # Nothing lost: the corrupt checkpoint is moved aside, not deleted.
   assert (tmp_path / "corrupt" / "2").is_dir()
   assert not step2.exists()
   c.save(2, _state(22))  # and the step can be written again
   c.close()
+  assert (step2 / ckpt_lib.MANIFEST).is_file()
+
+
+def test_unreadable_checkpoint_without_manifest_still_falls_back(tmp_path, caplog):
+  """Checkpoints without a manifest (older jssl, or a kill before it was
+  written) still fall back when Orbax cannot read them."""
+  c = ckpt_lib.Checkpointer(str(tmp_path), every_steps=1, keep=3, use_async=False)
+  c.save(1, _state(1))
+  c.save(2, _state(2))
+  c.close()
+  step2 = tmp_path / "checkpoints" / "2"
+  os.remove(step2 / ckpt_lib.MANIFEST)
+  (step2 / "default" / "_METADATA").write_bytes(b"{not json")
+  c = ckpt_lib.Checkpointer(str(tmp_path), every_steps=1, keep=3, use_async=False)
+  assert int(c.restore_latest(_abstract())["step"]) == 1
+  c.close()
+  assert "checkpoint step 2" in caplog.text and (tmp_path / "corrupt" / "2").is_dir()
 
 
 def _cfg(**kw):
@@ -81,6 +98,7 @@ def test_config_mismatch_refuses_and_names_fields(tmp_path):
   bad.loss.temperature = 0.5
   with pytest.raises(ValueError) as e:
     ckpt_lib.write_or_check_config(wd, bad)
+  assert isinstance(e.value, ConfigError)
   msg = str(e.value)
   assert "batch_size: 32 -> 64" in msg and "loss.temperature: 0.2 -> 0.5" in msg
   assert "refusing" in msg
