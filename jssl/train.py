@@ -289,7 +289,10 @@ def _closing_on_error(batches, ckpt, log):
     yield
   except BaseException:
     batches.close()
-    ckpt.close()
+    try:
+      ckpt.close()
+    except Exception:  # pylint: disable=broad-except
+      pass  # a failed save is the error being raised, or follows from it
     log.close()
     raise
 

@@ -67,7 +67,7 @@ def test_a_workdir_of_another_config_lists_the_differences_without_a_traceback(t
   checkpoint.write_or_check_config(str(tmp_path), old)
   os.makedirs(tmp_path / "checkpoints" / "3")
   p = _run("jssl.main", SMOKE, f"--workdir={tmp_path}")
-  assert "holds checkpoints of a different config" in _one_error_line(p)
+  assert "holds a run of a different config" in _one_error_line(p)
   assert "  batch_size: 16 -> 32" in p.stderr  # the diff list follows, no traceback
   assert json.load(open(tmp_path / "config.json"))["batch_size"] == 16
 
