@@ -46,6 +46,7 @@ affect logging, evaluation cadence or I/O may change between runs.
 from __future__ import annotations
 
 import json
+import time
 import threading
 from typing import Any
 
@@ -222,14 +223,24 @@ class Checkpointer:
   def _remove_partial(self, step: int, *, quiet: bool = False) -> None:
     if jax.process_index() != 0:
       return
-    try:
-      for p in self.directory.iterdir():
-        if p.name.startswith(f"{step}{TMP_MARK}") or (
-            p.name == str(step) and not (p / "commit_success.txt").exists()):
-          p.rmtree()
-    except OSError as e:
-      if not quiet:
-        logging.warning("could not remove the partial checkpoint %d: %s", step, e)
+    for attempt in range(5):
+      try:
+        for p in self.directory.iterdir():
+          if p.name.startswith(f"{step}{TMP_MARK}") or (
+              p.name == str(step) and not (p / "commit_success.txt").exists()):
+            p.rmtree()
+        return
+      except FileNotFoundError:
+        # An abandoned Orbax writer deleted one of its files (a lock) while we
+        # removed the tree: go again over what is left.
+        time.sleep(0.2 * (attempt + 1))
+      except OSError as e:
+        if not quiet:
+          logging.warning("could not remove the partial checkpoint %d: %s", step, e)
+        return
+    if not quiet:
+      logging.warning("could not remove the partial checkpoint %d: files kept "
+                      "changing under it", step)
 
   def raise_if_save_failed(self) -> None:
     """Raises CheckpointError if a save failed; cheap, call it every step."""

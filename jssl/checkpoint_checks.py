@@ -67,14 +67,22 @@ def _digest(path: epath.Path) -> list:
   return [n, h.hexdigest()]
 
 
+def _files_under(d: epath.Path, prefix: str = ""):
+  """(relative name, path) of every file under `d`, recursively. A walk by
+  `iterdir`, not `epath.Path.walk`: with the fsspec backend (gs:// without
+  TensorFlow) walk() yields roots without their 'gs://' scheme, which then
+  read as local paths."""
+  for p in d.iterdir():
+    if p.is_dir():
+      yield from _files_under(p, f"{prefix}{p.name}/")
+    else:
+      yield f"{prefix}{p.name}", p
+
+
 def _step_files(step_dir: epath.Path) -> dict[str, list]:
   """{relative path: [size, sha256]} of every file of a step but the manifest."""
-  out = {}
-  for root, _, names in step_dir.walk():  # epath: no recursive glob on GCS
-    for name in names:
-      if name != MANIFEST:
-        out[(root / name).relative_to(step_dir).as_posix()] = _digest(root / name)
-  return dict(sorted(out.items()))
+  return dict(sorted((name, _digest(p)) for name, p in _files_under(step_dir)
+                     if name != MANIFEST))
 
 
 def write_manifest(step_dir: epath.Path) -> None:
