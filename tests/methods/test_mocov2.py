@@ -74,9 +74,8 @@ def test_one_device_equals_eight_with_queue_and_key_encoder():
   # The key encoder moved away from its initial copy of the query encoder,
   # but is not equal to it (EMA, not a copy).
   kp, qp = s1.method_state["key_params"], s1.params
-  diffs = [np.max(np.abs(a - b)) for a, b in
-           zip(jax.tree.leaves(kp), jax.tree.leaves(qp))]
-  assert max(diffs) > 0
+  diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), kp, qp)
+  assert max(jax.tree.leaves(diffs)) > 0
   assert np.all(np.isfinite([h["loss"] for h in h1]))
 
 
@@ -134,9 +133,7 @@ def test_no_gradient_into_key_encoder_or_queue():
   assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(g_params)) > 0
   # The loss leaves theta_k alone; only update_state's EMA moves it.
   _, (new, _) = loss(params, state, views, {}, jax.random.key(0), 0)
-  for a, b in zip(jax.tree.leaves(new["key_params"]),
-                  jax.tree.leaves(state["key_params"])):
-    np.testing.assert_array_equal(a, b)
+  jax.tree.map(np.testing.assert_array_equal, new["key_params"], state["key_params"])
 
 
 def test_key_encoder_ema_follows_the_cosine_momentum():
@@ -148,10 +145,9 @@ def test_key_encoder_ema_follows_the_cosine_momentum():
   for step, m in ((0, 0.9), (LENGTH.total_steps // 2, 0.945),
                   (LENGTH.total_steps, 0.99)):
     new = method.update_state(online, state, step)
-    for t, o, n in zip(jax.tree.leaves(state["key_params"]),
-                       jax.tree.leaves(online),
-                       jax.tree.leaves(new["key_params"])):
-      np.testing.assert_allclose(n, m * t + (1 - m) * o, rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda t, o, n: np.testing.assert_allclose(  # pylint: disable=cell-var-from-loop
+        n, m * t + (1 - m) * o, rtol=1e-5, atol=1e-6),
+                 state["key_params"], online, new["key_params"])
     assert new["queues"] is state["queues"]
   # A constant momentum (the paper's 0.999) needs no run length.
   config.momentum.update(base=0.999, final=0.999)
