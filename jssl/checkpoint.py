@@ -353,3 +353,7 @@ class Checkpointer:
     finally:
       if not self._dead:
         self._mngr.close()
+      elif self._failure is not None:
+        # Orbax's abandoned writers can recreate files of the failed save
+        # after raise_if_save_failed removed it: remove what is left, last.
+        self._remove_partial(self._failure[0], quiet=True)

@@ -184,9 +184,11 @@ class _QuietAsyncioLeftovers(py_logging.Filter):
   """asyncio's reports of futures and tasks a failed Orbax save abandoned."""
 
   def filter(self, record: py_logging.LogRecord) -> bool:
-    return not str(record.msg).startswith((
-        "Future exception was never retrieved", "Task exception was never retrieved",
-        "Task was destroyed but it is pending"))
+    # "<Future class> exception was never retrieved": Future, Task, and
+    # asyncio.gather's _GatheringFuture.
+    msg = str(record.msg)
+    return not ("exception was never retrieved" in msg
+                or msg.startswith("Task was destroyed but it is pending"))
 
 
 _QUIET_ASYNCIO = _QuietAsyncioLeftovers()
