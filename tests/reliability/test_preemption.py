@@ -74,7 +74,8 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_the_current_step_and_resume_is_bit_identical(
     tmp_path, uninterrupted, sig, status):
   wd = str(tmp_path / "run")
