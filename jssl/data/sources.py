@@ -112,6 +112,7 @@ class ArraySource:
 
 
 _DONE = object()
+PREFETCH_THREAD = "jssl-prefetch"
 
 
 def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
@@ -119,7 +120,11 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
 
   Overlaps host batch assembly with the device step (numpy releases the GIL
   for copies). Exceptions from the producer are re-raised in the consumer.
-  Closing the returned generator stops the thread at its next put.
+  Closing the returned generator stops the thread and waits for it (up to a
+  minute): a producer left running could still be copying a batch to the
+  devices when the interpreter exits, and XLA aborts the process when a
+  daemon thread calls into it during finalisation (a CLI run that exited 0 in
+  every other respect died with SIGABRT in the test suite).
   """
   q: queue.Queue = queue.Queue(maxsize=max(1, size))
   stop = threading.Event()
@@ -139,7 +144,7 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
     except BaseException as e:  # pylint: disable=broad-except
       q.put(e)
 
-  thread = threading.Thread(target=produce, daemon=True)
+  thread = threading.Thread(target=produce, name=PREFETCH_THREAD, daemon=True)
   thread.start()
   try:
     while True:
@@ -151,6 +156,8 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
       yield item
   finally:
     stop.set()
+    if thread is not threading.current_thread():
+      thread.join(timeout=60)  # it sees `stop` after the item in hand
 
 
 class TrainOrder:

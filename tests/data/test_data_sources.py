@@ -115,3 +115,23 @@ def test_digits_resize_matches_jax_image_resize_without_starting_jax():
         digits._resize_bilinear(x, size),  # pylint: disable=protected-access
         np.asarray(jax.image.resize(x, (3, size, size), "linear", antialias=True)),
         atol=2e-3)
+
+
+def test_closing_prefetch_waits_for_its_thread():
+  """A producer still making a batch when the consumer closes must be joined:
+  left running, it calls into XLA while the interpreter exits (SIGABRT)."""
+  import threading  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  from jssl.data import sources  # pylint: disable=import-outside-toplevel
+
+  def slow():
+    yield 0
+    time.sleep(0.5)  # the producer is busy here when the consumer closes
+    yield 1
+
+  before = set(threading.enumerate())
+  it = sources.prefetch(slow(), size=1)
+  assert next(it) == 0
+  time.sleep(0.05)
+  it.close()
+  assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
