@@ -78,7 +78,7 @@ def benchmark_step(config) -> dict:
   batch_spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                             batch)
   steps = 1000
-  method = methods.make(config, methods.TrainLength(steps, 100.0))
+  method = methods.make(config, methods.TrainLength(steps, 100.0), mesh=mesh)
   tx, schedule = schedules.make_optimizer(config.optimizer, global_batch=b,
                                           total_steps=steps, steps_per_epoch=100,
                                           frozen=method.frozen)

@@ -104,7 +104,7 @@ def _run(config, workdir) -> dict:
                    run_config=ckpt_lib.config_to_dict(config))
   data = build_datasets(config, mesh)
   steps, steps_per_epoch = total_steps(config, data.num_train)
-  method = methods.make(config, methods.TrainLength(steps, steps_per_epoch))
+  method = methods.make(config, methods.TrainLength(steps, steps_per_epoch), mesh=mesh)
   tx, schedule = schedules.make_optimizer(
       config.optimizer, global_batch=config.batch_size, total_steps=steps,
       steps_per_epoch=steps_per_epoch, frozen=method.frozen)

@@ -9,7 +9,7 @@ resolution may differ between views (multi-crop).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import flax.linen as nn
 
@@ -38,6 +38,24 @@ def require_length(length: TrainLength | None, what: str) -> TrainLength:
   return length
 
 
+class DualEncoder(NamedTuple):
+  """What an image-text method (CLIP, SigLIP, LiT) adds to `Method` (`dual`).
+
+  variables(params, method_state) -> pytree
+      Everything the two embedding functions need (image tower, text tower,
+      projections, temperature/bias): what the dual-encoder export keeps.
+  embed_images(variables, images) -> [B, D] float32, L2-normalised
+      Eval-mode image embeddings of preprocessed images `[B, H, W, C]`
+      (normalised like the views).
+  embed_texts(variables, tokens) -> [B, D] float32, L2-normalised
+      Eval-mode text embeddings of token ids `[B, L]` int32 (padded with 0,
+      each row ending in a non-zero EOS; `jssl.text.tokenizers`).
+  """
+  variables: Callable[..., Any]
+  embed_images: Callable[..., Any]
+  embed_texts: Callable[..., Any]
+
+
 class Method(NamedTuple):
   """Pure functions of one SSL method.
 
@@ -60,6 +78,9 @@ class Method(NamedTuple):
   frozen: `((param_path_prefix, until_step), ...)`: parameters whose updates
       are zeroed before `until_step` (DINO's last layer and SwAV's
       prototypes in the first epoch); see `jssl.schedules.freeze`.
+  dual: image-text methods only (`DualEncoder`); None for image methods.
+      Their `batch` carries `'text'` token ids `[B, K, L]` (K captions per
+      image) next to `'image'`.
   """
   init: Callable[..., Any]
   loss: Callable[..., Any]
@@ -67,6 +88,7 @@ class Method(NamedTuple):
   encoder: nn.Module
   encoder_variables: Callable[..., Any]
   frozen: tuple = ()
+  dual: Optional["DualEncoder"] = None
 
   def encode(self, params, method_state, images):
     """Eval-mode features of preprocessed images `[B, H, W, C]`."""

@@ -24,7 +24,7 @@ def build(config, mesh, batch, *, total_steps: int = 10,
           steps_per_epoch: float = 2.0):
   """(method, init_fn, train_step) as `jssl.train.run` builds them."""
   length = methods.TrainLength(total_steps, steps_per_epoch)
-  method = methods.make(config, length)
+  method = methods.make(config, length, mesh=mesh)
   tx, sched = schedules.make_optimizer(
       config.optimizer, global_batch=config.batch_size,
       total_steps=total_steps, steps_per_epoch=steps_per_epoch,
