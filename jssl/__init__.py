@@ -4,6 +4,7 @@
   results = jssl.pretrain(config, workdir)           # the loop `jssl-train` runs
   from jssl import losses              # pure, jitted SSL objectives
   encoder = jssl.load_encoder(path)    # an exported encoder, on CPU
+  model = jssl.load_clip(path)         # an exported CLIP / SigLIP / LiT model
 
 Submodules are imported lazily so `import jssl` is cheap and never imports
 TensorFlow.
@@ -41,6 +42,13 @@ def pretrain(config, workdir) -> dict:
 def load_encoder(path, **kwargs):
   """Loads an exported encoder; see `jssl.export.load_encoder`."""
   from jssl.export import load_encoder as _load  # pylint: disable=import-outside-toplevel
+  return _load(path, **kwargs)
+
+
+def load_clip(path, **kwargs):
+  """Loads an exported image-text model (CLIP, SigLIP, LiT): `encode_image`
+  (uint8 images) and `encode_text` (strings); see `jssl.export.load_clip`."""
+  from jssl.export import load_clip as _load  # pylint: disable=import-outside-toplevel
   return _load(path, **kwargs)
 
 

@@ -180,3 +180,133 @@ def load_encoder(path, *, device: jax.Device | None = None) -> Encoder:
       {k: np.asarray(v, exp_flat[k].dtype) for k, v in flat.items()}, sep="/")
   return Encoder(module, variables, meta["model"], pp,
                  meta.get("provenance", {}), device)
+
+
+# --- Dual encoders (CLIP, SigLIP, LiT) ---------------------------------------
+#
+# A dual-encoder export is an image-encoder export (export.json + params.npz:
+# the image tower, so `load_encoder` and every image probe work on it) plus:
+#   dual.json     format, the run config the method is rebuilt from (method,
+#                 image and text towers, embed_dim, loss), the preprocessing,
+#                 the tokenizer config, provenance
+#   dual.npz      every variable the two embedding functions use
+#                 (`DualEncoder.variables`: towers, projections, temperature)
+#   tokenizer/    the tokenizer's vocabulary / model file, if it has one
+
+DUAL_FORMAT = "jssl-dual/1"
+
+
+def export_dual(path, *, variables: Any, config: dict, preprocess: dict,
+                tokenizer, provenance: dict | None = None) -> str:
+  """Writes the dual-encoder part of an export directory (process 0 only);
+  call `export_encoder` for the image tower into the same directory."""
+  path = storage.path(path, what="export", error=errors.ExportError)
+  if jax.process_index() != 0:
+    return os.fspath(path)
+  flat = flax.traverse_util.flatten_dict(jax.device_get(variables), sep="/")
+  files = tokenizer.files()
+  meta = {"format": DUAL_FORMAT, "config": config, "preprocess": preprocess,
+          "tokenizer": tokenizer.config(), "tokenizer_files": sorted(files),
+          "provenance": provenance or {},
+          "variables": {k: list(np.shape(v)) for k, v in flat.items()}}
+  path.mkdir(parents=True, exist_ok=True)
+  for name, data in files.items():
+    (path / "tokenizer").mkdir(parents=True, exist_ok=True)
+    storage.write_atomic(path / "tokenizer" / name, data)
+  buf = io.BytesIO()
+  np.savez(buf, **{k: np.asarray(v) for k, v in flat.items()})
+  storage.write_atomic(path / "dual.npz", buf.getvalue())
+  storage.write_atomic(path / "dual.json", json.dumps(meta, indent=2, sort_keys=True))
+  return os.fspath(path)
+
+
+class DualModel:
+  """A loaded image-text model: raw uint8 images and strings in, L2-normalised
+  embeddings out, on CPU. `similarity(images, texts)` gives the cosine
+  similarities; `image_tower` is the image encoder (`load_encoder`'s object).
+  """
+
+  def __init__(self, dual, variables, tokenizer, preprocess: dict, config: dict,
+               provenance: dict, image_tower: Encoder, device: jax.Device):
+    from jssl.data import eval_transform  # pylint: disable=import-outside-toplevel
+    self.config, self.preprocess_config, self.provenance = config, preprocess, provenance
+    self.tokenizer, self.image_tower, self.device = tokenizer, image_tower, device
+    self.variables = jax.device_put(variables, device)
+    size, mean, std = int(preprocess["size"]), preprocess["mean"], preprocess["std"]
+    crop = float(preprocess.get("crop_fraction", 1.0))
+    self._images = jax.jit(lambda v, x: dual.embed_images(v, eval_transform.eval_preprocess(
+        x, size=size, mean=mean, std=std, crop_fraction=crop)))
+    self._texts = jax.jit(dual.embed_texts)
+
+  def encode_image(self, images, *, batch_size: int = 256) -> np.ndarray:
+    """`[B, H, W, C]` uint8 -> `[B, D]` float32, L2-normalised."""
+    images = self.image_tower._check(images)  # pylint: disable=protected-access
+    return self._batched(self._images, images, batch_size)
+
+  def encode_text(self, texts, *, batch_size: int = 256) -> np.ndarray:
+    """A string or a list of strings -> `[N, D]` float32, L2-normalised
+    (tokenised inside; text longer than the context is truncated)."""
+    if isinstance(texts, str):
+      texts = [texts]
+    return self._batched(self._texts, self.tokenizer(list(texts)), batch_size)
+
+  def similarity(self, images, texts) -> np.ndarray:
+    """Cosine similarities `[num_images, num_texts]`."""
+    return self.encode_image(images) @ self.encode_text(texts).T
+
+  def _batched(self, fn, rows, batch_size):
+    if len(rows) == 0:  # the embedding width, from one stand-in row
+      return np.asarray(fn(self.variables, np.zeros((1, *rows.shape[1:]), rows.dtype)))[:0]
+    return np.concatenate([
+        np.asarray(fn(self.variables, jax.device_put(rows[i:i + batch_size], self.device)),
+                   np.float32) for i in range(0, len(rows), batch_size)])
+
+
+def load_clip(path, *, device: jax.Device | None = None) -> DualModel:
+  """Loads a dual-encoder export (CLIP, SigLIP or LiT) written at the end of
+  training into `<workdir>/export`; see `DualModel`."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from jssl import methods  # pylint: disable=import-outside-toplevel
+  from jssl.text import tokenizers  # pylint: disable=import-outside-toplevel
+  path = storage.path(path, what="export", error=errors.ExportError)
+  meta_path, npz_path = path / "dual.json", path / "dual.npz"
+  if not meta_path.exists() and (path / "export.json").exists():
+    raise errors.ExportError(
+        f"{path} is an image-encoder export, not an image-text one (no dual.json): "
+        "load it with jssl.load_encoder")
+  image_tower = load_encoder(path, device=device)
+  if not npz_path.exists():
+    raise errors.ExportNotFoundError(f"{path} is not a complete image-text export: "
+                                     "dual.npz is missing")
+  try:
+    meta = json.loads(meta_path.read_text())
+  except json.JSONDecodeError as e:
+    raise errors.ExportError(f"corrupt export metadata {meta_path}: {e}") from e
+  if meta.get("format") != DUAL_FORMAT:
+    raise errors.ExportError(f"{meta_path}: unknown export format {meta.get('format')!r}, "
+                             f"expected {DUAL_FORMAT!r}")
+  config = ml_collections.ConfigDict(meta["config"])
+  if "lit" in config:
+    # The locked image tower is the export's own image encoder.
+    config.lit.image_tower = os.fspath(path)
+  tokenizer = tokenizers.make(meta["tokenizer"], root=path / "tokenizer")
+  method = methods.make(config)
+  pp = meta["preprocess"]
+  views = (jnp.zeros((1, pp["size"], pp["size"], int(pp.get("channels", 3))), jnp.float32),)
+  params, state = jax.eval_shape(method.init, jax.random.key(0), views)
+  expected = jax.eval_shape(method.dual.variables, params, state)
+  exp_flat = flax.traverse_util.flatten_dict(expected, sep="/")
+  try:
+    with np.load(io.BytesIO(npz_path.read_bytes()), allow_pickle=False) as z:
+      flat = {k: z[k] for k in z.files}
+  except Exception as e:  # zipfile / numpy raise several types
+    raise errors.ExportError(f"corrupt export parameters {npz_path}: {e}") from e
+  bad = sorted(set(exp_flat) ^ set(flat)) + [
+      k for k in exp_flat if k in flat and flat[k].shape != exp_flat[k].shape]
+  if bad:
+    raise errors.ExportError(f"{npz_path} does not match the {config.method} model it "
+                             f"describes: {bad[:5]}")
+  variables = flax.traverse_util.unflatten_dict(
+      {k: np.asarray(v, exp_flat[k].dtype) for k, v in flat.items()}, sep="/")
+  return DualModel(method.dual, variables, tokenizer, pp, meta["config"],
+                   meta.get("provenance", {}), image_tower, image_tower.device)

@@ -33,6 +33,7 @@ from jssl.data import device_views as views_lib
 from jssl.data.pipeline import Datasets, build_datasets  # noqa: F401 (re-exported)
 from jssl.evals import diagnostics as diag_lib
 from jssl.evals import features as features_lib
+from jssl.evals import image_text as image_text_lib
 from jssl.evals import knn as knn_lib
 from jssl.evals import linear_probe as linear_lib
 from jssl.metrics_log import MetricsLog
@@ -102,7 +103,9 @@ def _run(config, workdir) -> dict:
   mesh = shd.make_mesh(config.mesh)
   log = MetricsLog(workdir, logging=config.get("logging"),
                    run_config=ckpt_lib.config_to_dict(config))
-  data = build_datasets(config, mesh)
+  # Image-text runs (CLIP, SigLIP, LiT): captions are tokenised on host.
+  tokenizer = _tokenizer(config)
+  data = build_datasets(config, mesh, tokenizer=tokenizer)
   steps, steps_per_epoch = total_steps(config, data.num_train)
   method = methods.make(config, methods.TrainLength(steps, steps_per_epoch), mesh=mesh)
   tx, schedule = schedules.make_optimizer(
@@ -209,10 +212,14 @@ def _run(config, workdir) -> dict:
         jax.block_until_ready(state.step)
         guard.check()
         meter.lap()
-        res = evaluate(method, state, data, mesh, config)
+        if method.dual is not None:
+          res = evaluate_image_text(method, state, data, mesh, config, tokenizer)
+          log.info(f"eval at step {done}: {image_text_lib.summary(res)}")
+        else:
+          res = evaluate(method, state, data, mesh, config)
+          log.info(f"eval at step {done}: linear {res['linear_top1']:.4f} "
+                   f"kNN {res['knn_top1']:.4f}")
         log.write(done, {f"eval/{k}": v for k, v in res.items()})
-        log.info(f"eval at step {done}: linear {res['linear_top1']:.4f} "
-                 f"kNN {res['knn_top1']:.4f}")
         meter.restart()
       # Called after every step with the same ids on every host (jssl.faults).
       if signals.should_stop(done):
@@ -244,6 +251,12 @@ def _run(config, workdir) -> dict:
   test_features = (None, None)
   if data.probes_skipped:
     results["probes"] = f"skipped: {data.probes_skipped}"
+  elif config.eval.at_end and method.dual is not None:
+    res = evaluate_image_text(method, state, data, mesh, config, tokenizer)
+    rnd = evaluate_image_text(method, init_fn(), data, mesh, config, tokenizer)
+    results.update({"pretrained": res, "random_init": rnd})
+    log.write(steps, {f"final/{k}": v for k, v in res.items()}
+              | {f"random_init/{k}": v for k, v in rnd.items()})
   elif config.eval.at_end:
     res, test_features = evaluate(method, state, data, mesh, config,
                                   return_test_features=True)
@@ -262,6 +275,15 @@ def _run(config, workdir) -> dict:
         preprocess=preprocess_config(config, data.image_shape[-1]),
         provenance={"method": config.method, "step": steps,
                     "workdir": storage.display(workdir)})
+    if method.dual is not None:
+      export_lib.export_dual(
+          workdir / "export",
+          variables=method.dual.variables(state.params, state.method_state),
+          config=ckpt_lib.config_to_dict(config),
+          preprocess=preprocess_config(config, data.image_shape[-1]),
+          tokenizer=tokenizer,
+          provenance={"method": config.method, "step": steps,
+                      "workdir": storage.display(workdir)})
   if jax.process_index() == 0:
     storage.write_atomic(workdir / "results.json", json.dumps(results, indent=2))
     if config.eval.get("plots", ""):
@@ -270,7 +292,10 @@ def _run(config, workdir) -> dict:
                                           method=config.eval.plots)
       if written:
         log.info(f"plots: {', '.join(written)}")
-  if config.eval.at_end and not data.probes_skipped:
+  if config.eval.at_end and not data.probes_skipped and method.dual is not None:
+    log.info(f"done: {image_text_lib.summary(res, rnd)} | results in "
+             f"{workdir / 'results.json'}")
+  elif config.eval.at_end and not data.probes_skipped:
     log.info(
         f"done: linear top-1 {res['linear_top1']:.4f} (random init "
         f"{rnd['linear_top1']:.4f}) | kNN top-1 {res['knn_top1']:.4f} (random "
@@ -278,6 +303,28 @@ def _run(config, workdir) -> dict:
         f"{workdir / 'results.json'}")
   log.close()
   return results
+
+
+def _tokenizer(config):
+  """The host tokenizer of an image-text run (`config.text.tokenizer`); None
+  for image-only runs."""
+  if config.get("text") is None:
+    return None
+  from jssl.text import tokenizers  # pylint: disable=import-outside-toplevel
+  return tokenizers.make(config.text.tokenizer)
+
+
+def evaluate_image_text(method, state, data, mesh, config, tokenizer) -> dict:
+  """Zero-shot and retrieval metrics of a dual encoder on the held-out set
+  (`jssl.evals.image_text`)."""
+  t0 = time.time()
+  variables = method.dual.variables(state.params, state.method_state)
+  res = image_text_lib.evaluate(
+      method.dual, variables, data.heldout, tokenizer,
+      preprocess_config(config, data.image_shape[-1]), mesh,
+      batch_size=config.eval.batch_size)
+  res["eval_seconds"] = round(time.time() - t0, 2)
+  return res
 
 
 @contextlib.contextmanager

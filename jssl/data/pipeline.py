@@ -53,11 +53,20 @@ class Datasets:
       self.probe_classes = self.num_classes
 
 
-def build_datasets(config, mesh) -> Datasets:
-  """Dispatches on `config.data.source` (see the module docstring)."""
+def build_datasets(config, mesh, tokenizer=None):
+  """Dispatches on `config.data.source` (see the module docstring).
+
+  With `tokenizer` (image-text runs: `config.text` is set), the images come
+  with captions tokenised on host: `jssl.data.captions.build`, which returns
+  a `CaptionData` (the same loop-facing fields plus the held-out set of the
+  zero-shot and retrieval evaluations).
+  """
   dc = config.data
   per_process = shd.check_global_batch(config.batch_size, mesh)
   eval_per_process = shd.check_global_batch(config.eval.batch_size, mesh)
+  if tokenizer is not None:
+    from jssl.data import captions  # pylint: disable=import-outside-toplevel
+    return captions.build(config, per_process, eval_per_process, tokenizer)
   if dc.source in ("arrays", "digits"):
     return _arrays(config, per_process, eval_per_process)
   if dc.source in ("folder", "npz"):
