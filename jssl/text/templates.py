@@ -9,9 +9,10 @@ Language Supervision", Sec. 3.1.4 "Prompt engineering and ensembling"):
     data/prompts.md ("CIFAR10" / "CIFAR100" sections; the two template lists
     are identical), in that order. The class order is the datasets' label order
     (CIFAR-100's fine labels are alphabetical).
+  * class names 'imagenet': CLIP's 1000 ImageNet names, in label order
+    (jssl/text/imagenet_classes.py, from the notebook's imagenet_data.json).
 
-Each template has exactly one '{}', replaced by a class name. ImageNet's 1000
-class names are not shipped here (take CLIP's from the notebook above).
+Each template has exactly one '{}', replaced by a class name.
 """
 from __future__ import annotations
 
@@ -142,7 +143,7 @@ CIFAR100_CLASSES = (
 
 _TEMPLATES = {"imagenet": IMAGENET_TEMPLATES, "cifar10": CIFAR_TEMPLATES,
               "cifar100": CIFAR_TEMPLATES}
-_CLASSES = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES}
+_CLASSES = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES, "imagenet": None}
 
 
 def templates(name: str) -> list[str]:
@@ -154,10 +155,14 @@ def templates(name: str) -> list[str]:
 
 
 def class_names(name: str) -> list[str]:
-  """Class names of `name` in label order ('cifar10': 10, 'cifar100': 100)."""
+  """Class names of `name` in label order ('cifar10': 10, 'cifar100': 100,
+  'imagenet': 1000)."""
   if name not in _CLASSES:
     raise errors.ConfigError(
         f"class names {name!r} are not shipped; choose one of {sorted(_CLASSES)}")
+  if name == "imagenet":
+    from jssl.text import imagenet_classes  # pylint: disable=g-import-not-at-top
+    return list(imagenet_classes.IMAGENET_CLASSES)
   return list(_CLASSES[name])
 
 

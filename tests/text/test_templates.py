@@ -27,6 +27,15 @@ def test_class_names():
   assert len(c100) == 100 and len(set(c100)) == 100
   assert c100 == sorted(c100)  # CIFAR-100's fine labels are in alphabetical order
   assert c100[1] == "aquarium fish" and c100[-1] == "worm"
+  inet = templates.class_names("imagenet")
+  assert len(inet) == 1000
+  # Spot checks against ImageNet's label order (CLIP's spellings).
+  assert (inet[0], inet[1], inet[207], inet[281], inet[409], inet[954], inet[999]) == (
+      "tench", "goldfish", "Golden Retriever", "tabby cat", "analog clock", "banana",
+      "toilet paper")
+  # CLIP's list keeps two duplicate names.
+  assert len(set(inet)) == 998 and inet[657] == inet[744] == "missile"
+  assert inet[836] == inet[837] == "sunglasses"
   # A copy: callers cannot edit the shipped data.
   c10.append("x")
   assert len(templates.class_names("cifar10")) == 10
@@ -35,8 +44,8 @@ def test_class_names():
 def test_unknown_names_and_checks():
   with pytest.raises(errors.ConfigError, match="'imagenet21k'.*choose one of"):
     templates.templates("imagenet21k")
-  with pytest.raises(errors.ConfigError, match="'imagenet'.*choose one of"):
-    templates.class_names("imagenet")
+  with pytest.raises(errors.ConfigError, match="'cifar20'.*choose one of"):
+    templates.class_names("cifar20")
   with pytest.raises(errors.ConfigError, match="empty"):
     templates.check_templates([])
   with pytest.raises(errors.ConfigError, match="'a photo'"):
