@@ -213,11 +213,10 @@ class SentencePieceTokenizer(Tokenizer):
     try:
       sp.LoadFromSerializedProto(data)
       size = sp.GetPieceSize()
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception:  # pylint: disable=broad-except
       raise errors.DataError(
-          f"text.tokenizer.path {path!r} is not a SentencePiece model file "
-          f"({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''})"
-      ) from None
+          f"text.tokenizer.path {path!r} is not a SentencePiece model file (it does not parse "
+          "as a serialized ModelProto)") from None
     if size <= 0:
       raise errors.DataError(f"text.tokenizer.path {path!r}: SentencePiece model has no pieces")
     self._sp = sp

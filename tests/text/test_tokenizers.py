@@ -144,6 +144,13 @@ def test_sentencepiece_wrong_files(tmp_path):
   clip_vocab.write_bytes(gzip.compress(MERGES.encode()))
   with pytest.raises(errors.DataError, match="bpe_vocab.txt.gz.*not a SentencePiece model"):
     _make("sentencepiece", clip_vocab)
+  plain = tmp_path / "merges.txt"
+  plain.write_text(MERGES)
+  empty = tmp_path / "empty.model"
+  empty.write_bytes(b"")
+  for path in (plain, empty):
+    with pytest.raises(errors.DataError, match=f"{path.name}.*not a SentencePiece model"):
+      _make("sentencepiece", path)
 
 
 # --------------------------------------------------------------------------
@@ -252,7 +259,8 @@ def test_config_and_save_rebuild_the_same_tokenizer(tmp_path, clip_files, name):
   assert json.loads(json.dumps(cfg)) == cfg
   assert tokenizers.make(cfg)(texts).tolist() == tok(texts).tolist()
   files = tok.files()
-  assert (files == {}) if name == "bytes" else (files == {os.path.basename(path): path.read_bytes()})
+  expected_files = {} if name == "bytes" else {os.path.basename(path): path.read_bytes()}
+  assert files == expected_files
   export = tmp_path / "export" / "tokenizer"
   saved = tok.save(export)
   assert json.loads(json.dumps(saved)) == saved
