@@ -35,6 +35,9 @@ RULES = (
                       "jssl.evals"),
      "the data pipeline knows no method, model or loss"),
     (_VIEW_SIDE, _SOURCE_SIDE, "a view recipe knows no source (DESIGN rule 15)"),
+    (("jssl.text",), ("jssl.models", "jssl.losses", "jssl.methods", "jssl.data", "jssl.step",
+                      "jssl.train", "jssl.evals"),
+     "tokenizers and prompt templates are host-side text: they know no model, data or eval"),
 )
 
 
