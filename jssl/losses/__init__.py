@@ -14,7 +14,7 @@ Public API (stable names):
   Redundancy:    barlow_twins, vicreg, VICRegTerms
   Clustering:    sinkhorn, swav
   Distillation:  dino
-  Image-text:    clip, siglip, siglip_chunked
+  Image-text:    clip, siglip, siglip_chunked, siglip_ring, clip_ring
   Masked:        mae, patchify
   Metrics:       alignment, uniformity, hypersphere, rankme, effective_rank, feature_std
   Wrappers:      matryoshka
@@ -29,6 +29,7 @@ from jssl.losses.matryoshka import matryoshka
 from jssl.losses.metrics import (alignment, effective_rank, feature_std, hypersphere, rankme,
                                  uniformity)
 from jssl.losses.moco import QueueState, enqueue, moco, mocov3
+from jssl.losses.ring import clip_ring, siglip_ring
 from jssl.losses.redundancy import VICRegTerms, barlow_twins, vicreg
 from jssl.losses.swav import sinkhorn, swav
 # MAE's target reshaping: a layer-neutral array op (the ViT uses it too, and models
@@ -41,7 +42,7 @@ __all__ = [
     "byol", "byol_regression", "simsiam", "negative_cosine",
     "barlow_twins", "vicreg", "VICRegTerms",
     "sinkhorn", "swav", "dino",
-    "clip", "siglip", "siglip_chunked",
+    "clip", "siglip", "siglip_chunked", "siglip_ring", "clip_ring",
     "mae", "patchify",
     "alignment", "uniformity", "hypersphere", "rankme", "effective_rank", "feature_std",
     "matryoshka",
