@@ -226,6 +226,18 @@ RULES: dict[str, Rule] = {
     "views.local.num": count(0),
     "views.local.image_size": count(1),
     "views.local.scale": span(1),
+    # Image-text runs (CLIP, SigLIP, LiT).
+    "embed_dim": count(1),
+    "data.captions_per_image": count(1),
+    "text.tokenizer.name": one_of("bytes", "sentencepiece", "clip_bpe"),
+    "text.tokenizer.context_length": count(2),
+    "text.model.vocab_size": count(0),
+    "text.model.pool": one_of("eos", "mean", "cls"),
+    "text.model.dtype": one_of(*DTYPES),
+    "loss.impl": one_of("global", "chunked", "ring"),
+    "loss.similarity": one_of("global", "filip"),
+    "loss.chunk_size": count(1),
+    "loss.max_logit_scale": positive(),
 }
 
 
