@@ -337,11 +337,19 @@ def _npz_strings(z, key: str, field: str, path: str) -> Optional[np.ndarray]:
 
 def load_npz(path: str, *, field: str = "config.data.path"):
   """(images uint8 [N, H, W, 3], labels or None, captions [N lists], class_names or None)."""
+  p, caps, names = epath.Path(path), None, None
+  if p.exists() and not p.is_dir():
+    # The text arrays first: an object array would fail the image loader's
+    # read of every array with a less helpful message.
+    with p.open("rb") as f:
+      try:
+        z = np.load(f, allow_pickle=False)
+      except (OSError, ValueError):
+        z = None  # not an npz: folder.load_npz says so
+      if hasattr(z, "files"):  # an npz (not None, not a bare .npy array)
+        caps = _npz_strings(z, "captions", field, path)
+        names = _npz_strings(z, "class_names", field, path)
   images, labels = folder_lib.load_npz(path, field=field)
-  with epath.Path(path).open("rb") as f:
-    z = np.load(f, allow_pickle=False)
-    caps = _npz_strings(z, "captions", field, path)
-    names = _npz_strings(z, "class_names", field, path)
   n = images.shape[0]
   if caps is None:
     raise errors.DataError(f"{field}={path!r} has no array 'captions'; expected a str "
