@@ -480,5 +480,191 @@ def _own(config, size: int, frac: float, workers: int):
 # ----------------------------------------------------------------------------
 # TFDS
 
+_NO_CAPTION = "jssl: an example without a caption"
+
+
+def _text_feature(features, path: str, name: str):
+  """The TFDS feature at `path` ('caption', 'captions/text'), or a ConfigError."""
+  f = features
+  for part in path.split("/"):
+    inner = getattr(f, "feature", f)  # a Sequence holds its feature
+    try:
+      f = inner[part]
+    except (KeyError, TypeError):
+      keys = list(inner.keys()) if hasattr(inner, "keys") else []
+      raise errors.ConfigError(f"config.data.text_feature={path!r}: {name} has no "
+                               f"feature {part!r} there (it has {keys})") from None
+  return f
+
+
+def _texts(ex, path: str):
+  t = ex
+  for part in path.split("/"):
+    t = t[part]
+  return t
+
+
+def tfds_train_batches(name: str, split: str, *, data_dir: Optional[str], text_feature: str,
+                       batch_size_per_process: int, image_size: int, k: int,
+                       tokenize: Tokenize, labelled: bool = False, seed: int = 0,
+                       start_step: int = 0, shuffle_buffer: int = 10_000,
+                       process_index: Optional[int] = None,
+                       process_count: Optional[int] = None) -> Iterator[dict]:
+  """Infinite `{'image': uint8 [b, s, s, C], 'text': int32 [b, k, L]}` (+ 'label').
+
+  The order is `jssl.data.tfds_source.tfds_train_batches`'s, rule for rule
+  (the same shard, the same per-epoch shuffle seeds, the same cut to the
+  shortest shard's full batches, the same skip on resume), so a batch is a
+  pure function of `(seed, step, process)` and resume is exact. Images are
+  resized (shorter side) and centre-cropped to `image_size` (no random
+  crop on host: the device makes the views). Example j of this process's
+  shard picks its k captions at epoch e by a seeded ranking of
+  `(seed, process, e, j)`, cycling when it has fewer than k, as
+  `caption_picks` does for the other sources.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from jssl.data import tf_ops, tfds_source  # pylint: disable=import-outside-toplevel
+
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  subsplit = tfds.split_for_jax_process(split, process_index=index, process_count=count)
+  # pylint: disable-next=protected-access
+  builder, ds = tfds_source._as_dataset(
+      name, data_dir, split=subsplit, shuffle_files=False,
+      decoders={"image": tfds.decode.SkipDecoding()})
+  decode = builder.info.features["image"].decode_example
+  last = tfds.split_for_jax_process(split, process_index=count - 1, process_count=count)
+  b = batch_size_per_process
+  steps_per_epoch = tfds_source.split_size(name, last, data_dir) // b
+  if steps_per_epoch == 0:
+    raise errors.ConfigError(f"{name}[{split}]: fewer examples per process than the batch "
+                             f"of {b} per process")
+
+  def fields(ex):
+    out = {"image": ex["image"], "text": _texts(ex, text_feature)}
+    if labelled:
+      out["label"] = tf.cast(ex["label"], tf.int32)
+    return out
+
+  ds = ds.map(fields).enumerate()  # j: the example's position in this shard
+  epoch_seed = tf.constant(tfds_source.stream_seed(seed), tf.int64)
+  base = tf.constant([tfds_source.stream_seed(seed, index), 0], tf.int64)
+
+  def epoch(e):
+    shuffled = ds.shuffle(shuffle_buffer, seed=(epoch_seed * 1_000_003 + e) % (2**31 - 1),
+                          reshuffle_each_iteration=False)
+    return shuffled.take(steps_per_epoch * b).map(lambda j, ex: (e, j, ex))
+
+  first, done = divmod(start_step, steps_per_epoch)
+  ds = tf.data.Dataset.range(first, 2**62).flat_map(epoch).skip(done * b)
+
+  def prepare(e, j, ex):
+    texts = tf.reshape(ex["text"], [-1])
+    n = tf.size(texts)
+    check = tf.debugging.assert_positive(n, message=_NO_CAPTION)
+    with tf.control_dependencies([check]):
+      key = tf.random.experimental.stateless_fold_in(
+          tf.random.experimental.stateless_fold_in(base, e), j)
+      ranked = tf.argsort(tf.random.stateless_uniform([n], key))
+    out = dict(ex, text=tf.gather(texts, tf.gather(ranked, tf.range(k) % n)))
+    out["image"] = tf_ops.to_uint8(tf_ops.resize_and_center_crop(decode(ex["image"]),
+                                                                 size=image_size))
+    return out
+
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(b, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  for batch in _tf_errors(tfds.as_numpy(ds), name, split, text_feature):
+    texts = [t.decode("utf-8", "replace") for t in batch.pop("text").reshape(-1)]
+    batch["text"] = _tokens(tokenize, texts, (b, k))
+    yield batch
+
+
+def _tf_errors(it, name: str, split: str, text_feature: str):
+  """Re-raises tf.data's failed caption check as one DataError line."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  try:
+    yield from it
+  except tf.errors.InvalidArgumentError as e:
+    if _NO_CAPTION not in str(e):
+      raise
+    raise errors.DataError(f"{name}[{split}]: an example has no text in feature "
+                           f"{text_feature!r} (config.data.text_feature)") from None
+
+
+def tfds_heldout(name: str, split: str, *, data_dir: Optional[str], text_feature: str,
+                 image_size: int, crop_fraction: float = 1.0, labelled: bool = False,
+                 class_names: Optional[Sequence[str]] = None) -> HeldOut:
+  """The whole split at the eval size in host memory, with every caption of each
+  image (the same on every process)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from jssl.data import tf_ops, tfds_source  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=protected-access
+  _, ds = tfds_source._as_dataset(name, data_dir, split=split, shuffle_files=False)
+
+  def prepare(ex):
+    out = {"image": tf_ops.to_uint8(tf_ops.resize_and_center_crop(
+        ex["image"], size=image_size, crop_fraction=crop_fraction)),
+           "text": tf.reshape(_texts(ex, text_feature), [-1])}
+    if labelled:
+      out["label"] = tf.cast(ex["label"], tf.int32)
+    return out
+
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+  images, labels, caps = [], [], []
+  for ex in ds.as_numpy_iterator():
+    images.append(ex["image"])
+    caps.append([t.decode("utf-8", "replace") for t in ex["text"] if t.strip()])
+    if labelled:
+      labels.append(ex["label"])
+  channels = images[0].shape[-1] if images else 3
+  return HeldOut(np.stack(images) if images else np.zeros((0, image_size, image_size,
+                                                           channels), np.uint8),
+                 np.asarray(labels, np.int32) if labelled else None,
+                 list(class_names) if class_names else None, caps, None)
+
+
 def _tfds(config, per_process: int, k: int, tokenize: Tokenize, length: int) -> CaptionData:
-  raise errors.ConfigError("config.data.source='tfds' for captions is not implemented yet")
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from jssl.data import tfds_source  # pylint: disable=import-outside-toplevel
+  dc = config.data
+  text_feature = dc.get("text_feature") or "caption"
+  try:
+    builder = tfds.builder(dc.name, data_dir=dc.data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise errors.ConfigError(f"config.data.name={dc.name!r} is not a TFDS dataset: "
+                             f"{str(e).splitlines()[0]}") from None
+  # Not prepared: split_size below raises tfds_source's DatasetNotPreparedError.
+  features = builder.info.features
+  _text_feature(features, text_feature, dc.name)
+  label = features["label"] if "label" in features else None
+  labelled = isinstance(label, tfds.features.ClassLabel)
+  num_classes = label.num_classes if labelled else None
+  channels = features["image"].shape[-1] or 3
+  train_split = dc.get("train_split") or "train"
+  num_train = tfds_source.split_size(dc.name, train_split, dc.data_dir)
+  if config.batch_size > num_train:
+    raise errors.ConfigError(f"config.batch_size={config.batch_size} > the {num_train} "
+                             f"examples of {dc.name}[{train_split}]")
+  size = int(config.views.image_size)
+  seed = config.seed
+
+  def train_batches(start_step):
+    return tfds_train_batches(dc.name, train_split, data_dir=dc.data_dir,
+                              text_feature=text_feature, batch_size_per_process=per_process,
+                              image_size=size, k=k, tokenize=tokenize, labelled=labelled,
+                              seed=seed, start_step=start_step)
+
+  eval_size = int(config.eval.image_size)
+  test_split = dc.get("test_split")
+  if test_split:
+    heldout = tfds_heldout(dc.name, test_split, data_dir=dc.data_dir,
+                           text_feature=text_feature, image_size=eval_size,
+                           crop_fraction=float(config.eval.get("crop_fraction", 1.0)),
+                           labelled=labelled, class_names=label.names if labelled else None)
+  else:
+    heldout = HeldOut.empty("no held-out set: config.data.test_split is unset",
+                            (eval_size, eval_size, channels))
+  image_shape = (size, size, channels)
+  return CaptionData(train_batches, num_train, num_classes,
+                     _spec(config, image_shape, k, length, labelled), image_shape, heldout, k)
