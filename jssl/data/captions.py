@@ -49,7 +49,7 @@ all n and then repeats them in the same ranking (with replacement only then).
 Folder images are decoded in worker threads (`config.data.workers`;
 `jssl.data.loader`); an unreadable file is replaced by the next readable image
 and its captions (`jssl.data.folder`), deterministically.
-TFDS: the order rule of `jssl.data.tfds_source` (see `_tfds_train`).
+TFDS: the order rule of `jssl.data.tfds_source` (see `tfds_train_batches` here).
 
 Held-out data (`HeldOut`) is held in host memory (images at the eval size):
 fine for COCO-5k-sized evaluation sets, not for millions of images. Folder,
