@@ -319,10 +319,10 @@ def evaluate_image_text(method, state, data, mesh, config, tokenizer) -> dict:
   (`jssl.evals.image_text`)."""
   t0 = time.time()
   variables = method.dual.variables(state.params, state.method_state)
-  res = image_text_lib.evaluate(
-      method.dual, variables, data.heldout, tokenizer,
-      preprocess_config(config, data.image_shape[-1]), mesh,
-      batch_size=config.eval.batch_size)
+  # The held-out images come resized and centre-cropped on host.
+  pp = dict(preprocess_config(config, data.image_shape[-1]), crop_fraction=1.0)
+  res = image_text_lib.evaluate(method.dual, variables, data.heldout, tokenizer, pp,
+                                mesh, batch_size=config.eval.batch_size)
   res["eval_seconds"] = round(time.time() - t0, 2)
   return res
 

@@ -110,6 +110,12 @@ class CaptionData:
   heldout: HeldOut
   captions_per_image: int = 1      # K of batch['text'] [b, K, L]
 
+  @property
+  def probes_skipped(self) -> str:
+    """Why the end-of-run zero-shot / retrieval evaluations cannot run ('' =
+    they run): the loop reads it as it reads `Datasets.probes_skipped`."""
+    return self.heldout.skipped
+
 
 # ----------------------------------------------------------------------------
 # Which captions: a pure function of (seed, epoch, example).

@@ -80,18 +80,22 @@ def evaluate(dual, variables, heldout, tokenizer, preprocess: dict, mesh, *,
   """Zero-shot top-1/top-5 and Recall@K of `dual` (a `DualEncoder`) at
   `variables` on `heldout` (`jssl.data.captions.HeldOut`).
 
-  Zero-shot runs when the held-out set has labels, class names and templates;
-  retrieval when it has captions. Returns flat metrics: `zeroshot_top1`,
+  Zero-shot runs when the held-out set has labels and class names (with its
+  own templates, else CLIP's 80 ImageNet ones); retrieval when it has
+  captions. `heldout.images` are already at the eval size, centre-cropped. Returns flat metrics: `zeroshot_top1`,
   `zeroshot_top5`, `i2t_R@K`, `t2i_R@K`, `num_images`, `num_texts`.
   """
   from jssl.evals import retrieval, zeroshot  # pylint: disable=import-outside-toplevel
+  from jssl.text import templates as templates_lib  # pylint: disable=import-outside-toplevel
   images_fn, texts_fn = make_embed_fns(dual, preprocess, mesh)
   embed_tokens = lambda tokens: embed_rows(  # noqa: E731
       texts_fn, variables, np.asarray(tokens, np.int32), mesh, batch_size=batch_size)
   image_emb = embed_rows(images_fn, variables, np.asarray(heldout.images), mesh,
                          batch_size=batch_size)
   out: dict = {"num_images": int(len(image_emb))}
-  names, templates = heldout.class_names, heldout.templates
+  names = heldout.class_names
+  # Sets without their own prompts: CLIP's 80 ImageNet templates.
+  templates = heldout.templates or templates_lib.templates("imagenet")
   if heldout.labels is not None and names and templates:
     class_emb = zeroshot.class_embeddings(embed_tokens, tokenizer, names, templates)
     acc = zeroshot.zeroshot_accuracy(image_emb, class_emb, np.asarray(heldout.labels))
