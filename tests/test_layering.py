@@ -18,7 +18,8 @@ PACKAGE = ROOT / "jssl"
 _VIEW_SIDE = ("jssl.data.recipes", "jssl.data.device_views", "jssl.data.eval_transform")
 _SOURCE_SIDE = ("jssl.data.sources", "jssl.data.digits", "jssl.data.folder", "jssl.data.own",
                 "jssl.data.tfds_source", "jssl.data.offline", "jssl.data.loader",
-                "jssl.data.host", "jssl.data.pipeline", "jssl.data.tf_ops")
+                "jssl.data.host", "jssl.data.pipeline", "jssl.data.tf_ops",
+                "jssl.data.captions", "jssl.data.caption_sets")
 
 # (importing modules, forbidden targets, the rule): prefixes, matched on whole
 # dotted components.

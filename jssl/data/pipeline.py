@@ -32,7 +32,9 @@ from jssl import errors
 from jssl import sharding as shd
 from jssl.data import recipes
 
-SOURCES = ("digits", "arrays", "folder", "npz", "tfds")
+SOURCES = ("digits", "arrays", "folder", "npz", "tfds", "digits_captions")
+# Sources of images with captions only (image-text runs, `jssl.data.captions`).
+CAPTION_ONLY = ("digits_captions",)
 
 
 @dataclasses.dataclass
@@ -66,7 +68,15 @@ def build_datasets(config, mesh, tokenizer=None):
   eval_per_process = shd.check_global_batch(config.eval.batch_size, mesh)
   if tokenizer is not None:
     from jssl.data import captions  # pylint: disable=import-outside-toplevel
+    if dc.source not in captions.SOURCES:
+      raise errors.ConfigError(
+          f"config.data.source={dc.source!r} has no captions; an image-text run "
+          f"(config.text is set) reads one of {', '.join(captions.SOURCES)}")
     return captions.build(config, per_process, eval_per_process, tokenizer)
+  if dc.source in CAPTION_ONLY:
+    raise errors.ConfigError(
+        f"config.data.source={dc.source!r} is image-text data: train on it with the "
+        "clip, siglip or lit run books (e.g. --config=clip:quickstart)")
   if dc.source in ("arrays", "digits"):
     return _arrays(config, per_process, eval_per_process)
   if dc.source in ("folder", "npz"):
