@@ -23,6 +23,16 @@ JAX device) feeds the cached-feature protocols; `--protocols` picks them
                intra-class variance, class separation, on test features
                (`jssl.evals.diagnostics`, at most --diagnostics_max examples)
 
+An image-text export (CLIP, SigLIP, LiT: `dual.json` next to the image tower)
+gets these on its image tower, and by default two more (`jssl.evals.image_text`):
+
+  zeroshot     class names x prompt templates, mean of normalised text
+               embeddings per class (CLIP), top-1 / top-5 on the test split;
+               `digits`: the quickstart's held-out prompts; cifar10 / cifar100:
+               CLIP's CIFAR templates; other TFDS sets: CLIP's 80 ImageNet ones
+  retrieval    image->text and text->image Recall@1/5/10 (ties count against the
+               model); needs captions: `digits` has the quickstart's held-out ones
+
 Two more protocols train through the encoder on augmented crops, as the
 papers' tables do (`jssl.evals.finetune`; minutes to hours, so only when
 named, or with `--protocols=all`), data-parallel over every local device:
@@ -59,6 +69,8 @@ import numpy as np
 from jssl import errors
 
 PROTOCOLS = ("linear", "knn", "ncm", "gda", "fewshot", "moments", "diagnostics")
+# Protocols of image-text exports (CLIP, SigLIP, LiT; `jssl.evals.image_text`).
+IMAGE_TEXT_PROTOCOLS = ("zeroshot", "retrieval")
 # Protocols that train through the encoder on augmented crops (jssl.evals.finetune).
 TRAINED_PROTOCOLS = ("linear_sgd", "finetune")
 # Spatial outputs the moments protocol can use, in order of preference.
@@ -74,21 +86,93 @@ class Split:
     self.features, self.labels, self.tokens = features, labels, tokens
 
 
-def parse_protocols(spec: str | Sequence[str]) -> tuple[str, ...]:
-  """'features' (or empty): the cached-feature protocols; 'all': those and
-  the trained ones; else a comma-separated list of names."""
+def parse_protocols(spec: str | Sequence[str], *, image_text: bool = False
+                    ) -> tuple[str, ...]:
+  """'features' (or empty): the cached-feature protocols, and for an
+  image-text export (`image_text`) zero-shot and retrieval too; 'all': those
+  and the trained ones; else a comma-separated list of names."""
   names = ([p.strip() for p in spec.split(",") if p.strip()]
            if isinstance(spec, str) else list(spec))
+  extra = IMAGE_TEXT_PROTOCOLS if image_text else ()
   if not names or names == ["features"]:
-    return PROTOCOLS
+    return PROTOCOLS + extra
   if names == ["all"]:
-    return PROTOCOLS + TRAINED_PROTOCOLS
-  known = PROTOCOLS + TRAINED_PROTOCOLS
+    return PROTOCOLS + extra + TRAINED_PROTOCOLS
+  known = PROTOCOLS + TRAINED_PROTOCOLS + IMAGE_TEXT_PROTOCOLS
   unknown = [p for p in names if p not in known]
   if unknown:
     raise errors.ConfigError(f"unknown protocol(s) {unknown}; choose from {list(known)}, "
                              "'features' or 'all'")
+  if not image_text and any(p in IMAGE_TEXT_PROTOCOLS for p in names):
+    raise errors.ConfigError(
+        f"protocols {list(IMAGE_TEXT_PROTOCOLS)} need an image-text export (CLIP, SigLIP, "
+        "LiT: one with dual.json); this export is an image encoder")
   return tuple(dict.fromkeys(names))
+
+
+def image_text_set(dataset: str, *, size: int, crop_fraction: float,
+                   data_dir: Optional[str], batch_size: int, split: str = "test"):
+  """The held-out set (`jssl.data.captions.HeldOut`) zero-shot and retrieval
+  score an image-text export on: 'digits' is the offline quickstart's
+  held-out digits with their held-out captions and prompts; a TFDS
+  classification dataset gives its `split` with class names and prompt
+  templates (CLIP's CIFAR set for cifar10 / cifar100, else CLIP's 80
+  ImageNet templates) and no captions (retrieval is then skipped)."""
+  from jssl.data import captions  # pylint: disable=import-outside-toplevel
+  from jssl.text import templates  # pylint: disable=import-outside-toplevel
+  if dataset == "digits":
+    return captions.digits_heldout(size, crop_fraction)
+  num_classes, batches = dataset_batches(dataset, size=size, crop_fraction=crop_fraction,
+                                         data_dir=data_dir, batch_size=batch_size,
+                                         splits=(split, split))
+  images, labels = [], []
+  for b in batches["test"]:
+    m = np.asarray(b["mask"], bool)
+    images.append(np.asarray(b["image"])[m])
+    labels.append(np.asarray(b["label"])[m])
+  known = dataset.split(":")[0].split("/")[0]
+  if known in ("cifar10", "cifar100", "imagenet2012"):
+    key = "imagenet" if known == "imagenet2012" else known
+    names, prompts = templates.class_names(key), templates.templates(key)
+  else:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    label = tfds.builder(dataset, data_dir=data_dir).info.features["label"]
+    names = [n.replace("_", " ") for n in label.names]
+    prompts = templates.templates("imagenet")
+  if len(names) != num_classes:
+    raise errors.DataError(f"{dataset}: {len(names)} class names for {num_classes} classes")
+  return captions.HeldOut(np.concatenate(images), np.concatenate(labels).astype(np.int32),
+                          list(names), [[] for _ in range(sum(map(len, labels)))],
+                          list(prompts))
+
+
+def run_image_text(model, dataset: str, protocols: Sequence[str], *,
+                   data_dir: Optional[str], batch_size: int) -> dict:
+  """Zero-shot and / or retrieval of a loaded image-text export
+  (`jssl.export.DualModel`) on `dataset` (see `image_text_set`)."""
+  from jssl.evals import image_text  # pylint: disable=import-outside-toplevel
+  pp = model.preprocess_config
+  heldout = image_text_set(dataset, size=int(pp["size"]),
+                           crop_fraction=float(pp.get("crop_fraction", 1.0)),
+                           data_dir=data_dir, batch_size=batch_size)
+  mesh = jax.sharding.Mesh(np.array([model.device]), ("data",))
+  if "retrieval" not in protocols:
+    heldout.captions = []
+  if "zeroshot" not in protocols:
+    heldout.class_names = None
+  res = image_text.evaluate(model.dual, model.variables, heldout, model.tokenizer,
+                            dict(pp, crop_fraction=1.0), mesh, batch_size=batch_size)
+  out = {}
+  if "zeroshot" in protocols:
+    out["zeroshot"] = ({"top1": res["zeroshot_top1"], "num_classes": len(heldout.class_names),
+                        "num_templates": len(heldout.templates or ()),
+                        **({"top5": res["zeroshot_top5"]} if "zeroshot_top5" in res else {})}
+                       if "zeroshot_top1" in res else {"skipped": f"{dataset} has no labels"})
+  if "retrieval" in protocols:
+    out["retrieval"] = ({k: v for k, v in res.items() if "_R@" in k}
+                        | {"num_images": res["num_images"], "num_texts": res["num_texts"]}
+                        if "num_texts" in res else {"skipped": f"{dataset} has no captions"})
+  return out
 
 
 # --------------------------------------------------------------------------
@@ -384,6 +468,16 @@ def markdown(report: dict) -> str:
     row(f"fine-tune, {100 * float(frac):g}% labels", f"{d['preset']} protocol, "
         f"{d['num_train']} examples, "
         f"{d['epochs']:.3g} epochs, batch {d['batch_size']}, lr {d['lr']:.3g}", d)
+  zs = r.get("zeroshot", {})
+  if "top1" in zs:
+    row("zero-shot", f"{zs['num_classes']} class names x {zs['num_templates']} prompts", zs)
+  ret = r.get("retrieval", {})
+  for direction, what in (("i2t", "image -> text"), ("t2i", "text -> image")):
+    recalls = {k.split("_")[1]: v for k, v in ret.items() if k.startswith(direction + "_R@")}
+    if recalls:
+      lines.append(f"| retrieval {what} | {ret['num_images']} images, {ret['num_texts']} "
+                   "captions | " + ", ".join(f"{k} {_pct(v)}" for k, v in recalls.items())
+                   + " | |")
   if "fewshot" in r:
     cfg = r["fewshot"]["config"]
     for clf, by_k in r["fewshot"].items():
@@ -421,7 +515,9 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
   from jssl import export as export_lib  # pylint: disable=import-outside-toplevel
   from jssl import plots as plots_lib  # pylint: disable=import-outside-toplevel
   from jssl import storage  # pylint: disable=import-outside-toplevel
-  protocols = parse_protocols(protocols)
+  is_dual = (storage.path(export, what="--export", error=errors.ExportError)
+             / "dual.json").exists()
+  protocols = parse_protocols(protocols, image_text=is_dual)
   trained = [p for p in protocols if p in TRAINED_PROTOCOLS]
   trained_jobs(trained, **(trained_kwargs or {}))  # bad settings fail before any work
   if plots and plots not in plots_lib.PROJECTIONS:
@@ -431,7 +527,9 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
       storage.path(export, what="--export") / f"eval_{dataset.replace('/', '_')}")
   if (out / "eval.json").exists() and not overwrite:
     raise errors.OutputExistsError(f"{out}/eval.json exists; pass --overwrite or another --out")
-  encoder = export_lib.load_encoder(export, device=jax.devices()[0])
+  dual_model = (export_lib.load_clip(export, device=jax.devices()[0]) if is_dual else None)
+  encoder = (dual_model.image_tower if dual_model else
+             export_lib.load_encoder(export, device=jax.devices()[0]))
   tokens = token_output(encoder) if "moments" in protocols else None
   pp = encoder.preprocess_config
   num_classes, batches = dataset_batches(
@@ -445,6 +543,12 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
   results = run_protocols(train, test, num_classes=num_classes, protocols=cached,
                           **protocol_kwargs)
   results["seconds"]["features"] = t_feat
+  image_text = [p for p in protocols if p in IMAGE_TEXT_PROTOCOLS]
+  if image_text:
+    t0 = time.time()
+    results.update(_jsonable(run_image_text(dual_model, dataset, image_text,
+                                            data_dir=data_dir, batch_size=batch_size)))
+    results["seconds"]["image_text"] = round(time.time() - t0, 2)
   if trained:
     t0 = time.time()
     results.update(_jsonable(run_trained(
@@ -475,7 +579,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   p = argparse.ArgumentParser(prog="python -m jssl.evaluate",
                               description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--export", required=True, help="an export directory (WORKDIR/export)")
+  p.add_argument("--export", required=True,
+                 help="an export directory (WORKDIR/export); image encoder or image-text")
   p.add_argument("--dataset", required=True, help="'digits' or a prepared TFDS dataset")
   p.add_argument("--data_dir", default=None, help="TFDS data dir")
   p.add_argument("--train_split", default="train")

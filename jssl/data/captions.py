@@ -431,9 +431,19 @@ def build(config, per_process: int, eval_per_process: int, tokenize: Tokenize
                      train.image_shape, heldout, k)
 
 
+def digits_heldout(size: int, crop_fraction: float = 1.0) -> HeldOut:
+  """The 'digits_captions' held-out set with digits loaded at `size` pixels
+  (what `python -m jssl.evaluate --dataset=digits` scores a dual export on)."""
+  return _digits_sets({"size": int(size)}, size, crop_fraction)[1]
+
+
 def _digits(config, size: int, frac: float):
+  return _digits_sets(dict(config.data.get("kwargs", {})), size, frac)
+
+
+def _digits_sets(kwargs: dict, size: int, frac: float):
   from jssl.data import caption_sets, digits  # pylint: disable=import-outside-toplevel
-  arrays = digits.load_arrays("digits", **dict(config.data.get("kwargs", {})))
+  arrays = digits.load_arrays("digits", **kwargs)
   train = CaptionSource(arrays.train_images,
                         caption_sets.digits_captions(arrays.train_labels, arrays.train_images),
                         arrays.train_labels)
