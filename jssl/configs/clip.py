@@ -10,10 +10,9 @@ quickstart  Offline: scikit-learn's digits at 16 px with captions written from
             augmented view per image, AdamW. Meant for <= 5 minutes on 2 CPU
             cores.
               python -m jssl.main --config=clip:quickstart --workdir=/tmp/jssl_clip
-            FILIP's token-wise similarity needs a ViT image tower:
-              python -m jssl.main --config=clip:quickstart \
-                  --config.model.name=vit_test --config.model.patch_size=4 \
-                  --config.loss.similarity=filip --workdir=/tmp/jssl_filip
+            FILIP's token-wise similarity (config.loss.similarity='filip')
+            needs a ViT image tower (config.model = {name: 'vit_test',
+            patch_size: 4} in a notebook, or a config file of your own).
 
 vit_b32     CLIP ViT-B/32 as published (Radford et al. 2021, App. F, the
             common and the CLIP-ViT hyperparameter tables): batch 32,768, 32 epochs, AdamW (beta2 0.98, eps 1e-6), weight decay
@@ -106,6 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(name="vit_base", patch_size=32, dtype="bfloat16"))
     c.text = text_config(size="B", context_length=77, tokenizer="clip_bpe",
                          path="bpe_simple_vocab_16e6.txt.gz")
+    c.text.model.vocab_size = 49408   # openai CLIP BPE (builds without the vocab file)
     c.embed_dim = 512
     c.batch_size = 32768
     c.total_epochs = 32.0

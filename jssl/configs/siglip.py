@@ -56,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(name="vit_base", patch_size=16, dtype="bfloat16"))
     c.text = text_config(size="B", context_length=16, tokenizer="sentencepiece",
                          path="c4_en.model", causal=False, pool="eos")
-    c.text.model.update(width=768, num_heads=12)
+    c.text.model.update(width=768, num_heads=12, vocab_size=32000)
     c.embed_dim = 768
     c.batch_size = 32768
     c.total_epochs = 10.0
