@@ -14,7 +14,7 @@ Public API (stable names):
   Redundancy:    barlow_twins, vicreg, VICRegTerms
   Clustering:    sinkhorn, swav
   Distillation:  dino
-  Image-text:    clip, siglip, siglip_chunked, siglip_ring, clip_ring
+  Image-text:    clip, siglip, siglip_chunked, siglip_ring, clip_ring, filip
   Masked:        mae, patchify
   Metrics:       alignment, uniformity, hypersphere, rankme, effective_rank, feature_std
   Wrappers:      matryoshka
@@ -23,6 +23,7 @@ from jssl.losses.chunked import ntxent_chunked, siglip_chunked
 from jssl.losses.contrastive import dcl, dclw, info_nce, ntxent, supcon
 from jssl.losses.cosine import byol, byol_regression, negative_cosine, simsiam
 from jssl.losses.dino import dino
+from jssl.losses.filip import filip
 from jssl.losses.image_text import clip, siglip
 from jssl.losses.mae import mae
 from jssl.losses.matryoshka import matryoshka
@@ -42,7 +43,7 @@ __all__ = [
     "byol", "byol_regression", "simsiam", "negative_cosine",
     "barlow_twins", "vicreg", "VICRegTerms",
     "sinkhorn", "swav", "dino",
-    "clip", "siglip", "siglip_chunked", "siglip_ring", "clip_ring",
+    "clip", "siglip", "siglip_chunked", "siglip_ring", "clip_ring", "filip",
     "mae", "patchify",
     "alignment", "uniformity", "hypersphere", "rankme", "effective_rank", "feature_std",
     "matryoshka",

@@ -13,7 +13,7 @@ from jssl import errors
 from jssl.methods.base import DualEncoder, Method, TrainLength
 
 # Modules of this package that are shared pieces, not methods.
-_NOT_METHODS = ("base", "common")
+_NOT_METHODS = ("base", "common", "dual")
 
 
 def available() -> list[str]:

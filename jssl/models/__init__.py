@@ -7,6 +7,8 @@
   feature_dim(cfg)    -> D
   make_projector(cfg) -> MLPHead; apply(v, h [B, D], train=...) -> [B, P]
   make_predictor(cfg) -> MLPHead (BYOL / SimSiam q)
+  make_text_encoder(cfg) -> TextTransformer; apply(v, tokens int32 [B, L], train=...)
+                         -> dict with 'pre_logits' [B, W], 'tokens' [B, L, W], 'mask' [B, L]
 
 `cfg` is an `ml_collections.ConfigDict` or a plain dict. Unknown keys raise
 `ValueError`, so a typo in `--config.model.x=` fails loudly.
@@ -17,19 +19,23 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
-from jssl.models import heads, resnet, vit
+from jssl.models import heads, resnet, text, vit
 from jssl.models.conv import Conv, conv2d
 from jssl.models.heads import MLPHead
 from jssl.models.resnet import VARIANTS, ResNet
+from jssl.models.text import TextTransformer
 from jssl.models.vit import VARIANTS as VIT_VARIANTS, ViT
 
 __all__ = ["Conv", "conv2d", "MLPHead", "ResNet", "VARIANTS", "ViT", "VIT_VARIANTS",
-           "make_encoder", "feature_dim", "make_projector", "make_predictor", "is_vit"]
+           "make_encoder", "feature_dim", "make_projector", "make_predictor", "is_vit",
+           "TextTransformer", "make_text_encoder"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _ENCODER_KEYS = ("name", "stem", "dtype", "width_multiplier", "conv_impl", "zero_init_residual")
 _VIT_KEYS = ("name", "patch_size", "dtype", "pos_embed", "pool", "width", "depth", "num_heads",
              "mlp_ratio")
+_TEXT_KEYS = ("name", "vocab_size", "causal", "pool", "dtype", "width", "depth", "num_heads",
+              "mlp_ratio")
 _HEAD_KEYS = ("hidden_dims", "out_dim", "use_bn", "last_bn", "last_bn_scale", "last_bn_center",
               "dtype")
 
@@ -105,3 +111,29 @@ def make_predictor(cfg: Mapping[str, Any]) -> MLPHead:
   d = _as_dict(cfg, ("hidden_dims", "out_dim", "use_bn", "dtype"), "predictor")
   d["dtype"] = _dtype(d.get("dtype"))
   return heads.predictor(**d)
+
+
+def make_text_encoder(cfg: Mapping[str, Any], *, vocab_size: int | None = None) -> TextTransformer:
+  """Builds the text tower of an image-text run (`config.text.model`).
+
+  Args:
+    cfg: `name` in ('tiny', 'S', 'B'; `jssl.models.text.SIZES`), `vocab_size`
+      (0 = take `vocab_size` from the argument, i.e. the tokenizer's),
+      `causal` (True: CLIP), `pool` ('eos' | 'mean' | 'cls'), `dtype`;
+      optional `width` / `depth` / `num_heads` / `mlp_ratio` overrides.
+    vocab_size: the tokenizer's vocabulary size, used when `cfg.vocab_size`
+      is 0 or absent.
+
+  Returns:
+    An unbound `TextTransformer`.
+  """
+  d = _as_dict(cfg, _TEXT_KEYS, "text model")
+  if "name" not in d:
+    raise ValueError(f"text model config needs a 'name', one of {list(text.SIZES)}")
+  vocab = int(d.pop("vocab_size", 0) or 0) or int(vocab_size or 0)
+  if vocab <= 0:
+    raise ValueError("text model vocab_size is 0 (= from the tokenizer) but no tokenizer "
+                     "vocabulary size was given")
+  name = d.pop("name")
+  d["dtype"] = _dtype(d.get("dtype"))
+  return text.text_transformer(name, vocab_size=vocab, **d)

@@ -1,0 +1,90 @@
+"""CLIP: 1 vs 8 devices, trains, the logit-scale clamp, K captions, FILIP."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dual_testing as dt
+import methods_testing as mt
+from jssl import errors, losses, methods
+from jssl import sharding as shd
+from jssl.methods import dual
+
+
+def test_clip_one_device_equals_eight_and_trains():
+  config = dt.smoke_config("clip")
+  mt.assert_one_device_equals_eight(config, dt.synthetic_batches(config, 2))
+
+
+def _method_batch(config, k=1):
+  method = methods.make(config)
+  batch = dt.synthetic_batches(config, 1, k=k)[0]
+  views = (jnp.asarray(batch["image"], jnp.float32) / 255.0,)
+  params, state = method.init(jax.random.key(0), views)
+  return method, params, state, views, batch
+
+
+def test_logit_scale_is_clamped_at_100():
+  config = dt.smoke_config("clip", **{"loss.logit_scale_init": math.log(400.0)})
+  method, params, state, views, batch = _method_batch(config)
+
+  @jax.jit
+  def loss_grad(log_scale):
+    def f(ls):
+      value, (_, m) = method.loss(dict(params, logit_scale=ls), state, views, batch,
+                                  jax.random.key(1), 0)
+      return value, m["logit_scale"]
+    return jax.value_and_grad(f, has_aux=True)(log_scale)
+
+  (high, scale), g_high = loss_grad(params["logit_scale"])
+  (at_cap, _), _ = loss_grad(jnp.float32(math.log(100.0)))
+  (_, low_scale), g_low = loss_grad(jnp.float32(math.log(10.0)))
+  assert float(scale) == pytest.approx(100.0, rel=1e-6)
+  assert float(low_scale) == pytest.approx(10.0, rel=1e-5)
+  np.testing.assert_allclose(high, at_cap, rtol=1e-6)
+  # Above the cap the scale gets no gradient; below it does.
+  assert float(g_high) == 0.0 and float(g_low) != 0.0
+  clamped = dual.clamp_logit_scale(params, dual.max_log_scale(config.loss))
+  assert float(clamped["logit_scale"]) == pytest.approx(math.log(100.0))
+  # Through the train step: the logged multiplier is the clamped one.
+  _, hist = mt.run_steps(config, shd.make_mesh(), [batch])
+  assert hist[0]["logit_scale"] == pytest.approx(100.0, rel=1e-6)
+
+
+def test_k_captions_multi_positive_and_k1_is_plain_clip():
+  config = dt.smoke_config("clip")
+  rng = np.random.default_rng(0)
+  img, txt = rng.normal(size=(4, 8)).astype(np.float32), rng.normal(size=(4, 8)).astype(
+      np.float32)
+  np.testing.assert_allclose(dual.clip_multi(img, txt, 2.0, 1), losses.clip(img, txt, 2.0))
+  # K = 2: by hand on the unit embeddings.
+  txt2 = rng.normal(size=(8, 8)).astype(np.float32)
+  u = img / np.linalg.norm(img, axis=1, keepdims=True)
+  v = txt2 / np.linalg.norm(txt2, axis=1, keepdims=True)
+  lg = np.exp(2.0) * u @ v.T
+  lse = lambda x: np.log(np.sum(np.exp(x)))  # noqa: E731
+  want = 0.5 * (np.mean([lse(lg[i]) - lg[i, 2 * i:2 * i + 2].mean() for i in range(4)])
+                + np.mean([lse(lg[:, t]) - lg[t // 2, t] for t in range(8)]))
+  np.testing.assert_allclose(dual.clip_multi(img, txt2, 2.0, 2), want, rtol=1e-5)
+  # The method accepts [B, K, L] text.
+  method, params, state, views, batch = _method_batch(config, k=3)
+  assert batch["text"].shape[1] == 3
+  value, _ = jax.jit(method.loss)(params, state, views, batch, jax.random.key(1), 0)
+  assert np.isfinite(float(value))
+
+
+def test_filip_needs_a_vit_and_trains_with_one():
+  config = dt.smoke_config("clip", **{"loss.similarity": "filip"})
+  with pytest.raises(errors.ConfigError, match="ViT"):
+    methods.make(config)
+  config = dt.smoke_config("clip", **{"loss.similarity": "filip"})
+  config.model = dict(name="vit_test", patch_size=4)
+  config.optimizer.warmup_epochs = 0.0   # a non-zero lr at step 0
+  batches = dt.synthetic_batches(config, 1)
+  mesh = shd.make_mesh()
+  _, init_fn, step = mt.build(config, mesh, batches[0])
+  state = jax.device_get(init_fn())
+  before, after = mt.step_loss_before_after(step, state, batches[0], mesh)
+  assert after < before
