@@ -10,8 +10,9 @@ initialisation) and by `python -m jssl.evaluate --export=DIR` on an export.
               notebooks/Prompt_Engineering_for_ImageNet.ipynb); top-1 / top-5
               of the images' labels (`jssl.evals.zeroshot`).
   retrieval   image->text and text->image Recall@1/5/10 over the held-out
-              images and all their captions, ties counted against the model
-              (`jssl.evals.retrieval`).
+              images and all their distinct captions (a caption shared by
+              several images is correct for each of them), ties counted
+              against the model (`jssl.evals.retrieval`).
 
 Embeddings are computed by one jitted function per tower over the mesh
 (images and token rows split over the data axis, weights replicated); every
@@ -100,10 +101,10 @@ def evaluate(dual, variables, heldout, tokenizer, preprocess: dict, mesh, *,
     class_emb = zeroshot.class_embeddings(embed_tokens, tokenizer, names, templates)
     acc = zeroshot.zeroshot_accuracy(image_emb, class_emb, np.asarray(heldout.labels))
     out.update({f"zeroshot_{k}": float(v) for k, v in acc.items()})
-  texts, owner = flatten_captions(heldout.captions)
+  texts, pairs = flatten_captions(heldout.captions)
   if texts:
     text_emb = embed_tokens(tokenizer(texts))
-    recall = retrieval.recall_at_k(image_emb, text_emb, owner, ks=tuple(ks))
+    recall = retrieval.recall_at_k(image_emb, text_emb, pairs=pairs, ks=tuple(ks))
     out.update({k: float(v) for k, v in recall.items()})
     out["num_texts"] = len(texts)
   return out
@@ -111,12 +112,22 @@ def evaluate(dual, variables, heldout, tokenizer, preprocess: dict, mesh, *,
 
 def flatten_captions(captions: Optional[Sequence[Sequence[str]]]
                      ) -> tuple[list[str], np.ndarray]:
-  """Per-image caption lists -> (all captions, index of each one's image)."""
-  texts, owner = [], []
+  """Per-image caption lists -> (distinct captions, (image, caption) pairs
+  `[P, 2]`).
+
+  Identical caption strings are one text, correct for every image it
+  describes: scored once, it cannot tie with itself (two copies of one
+  string score the same against every image, so under the pessimistic tie
+  rule each copy would rank the other above it). Sets with distinct captions
+  (COCO, Flickr30k) are unchanged; the quickstart's digit captions repeat
+  across images of a class.
+  """
+  index: dict[str, int] = {}
+  pairs = []
   for i, caps in enumerate(captions or ()):
-    texts.extend(caps)
-    owner.extend([i] * len(caps))
-  return texts, np.asarray(owner, np.int32)
+    for c in dict.fromkeys(caps):
+      pairs.append((i, index.setdefault(c, len(index))))
+  return list(index), np.asarray(pairs, np.int64).reshape(-1, 2)
 
 
 HEADLINE = ("zeroshot_top1", "i2t_R@1", "t2i_R@1")

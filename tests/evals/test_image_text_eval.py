@@ -27,11 +27,12 @@ def test_embed_rows_refuses_an_empty_set():
                           batch_size=8)
 
 
-def test_flatten_captions_keeps_each_captions_image():
-  texts, owner = image_text.flatten_captions([["a", "b"], [], ["c"]])
-  assert texts == ["a", "b", "c"] and owner.tolist() == [0, 0, 2]
-  texts, owner = image_text.flatten_captions(None)
-  assert texts == [] and owner.shape == (0,)
+def test_flatten_captions_keeps_each_captions_images_and_merges_copies():
+  texts, pairs = image_text.flatten_captions([["a", "b"], [], ["c", "a", "c"]])
+  assert texts == ["a", "b", "c"]
+  assert pairs.tolist() == [[0, 0], [0, 1], [2, 2], [2, 0]]
+  texts, pairs = image_text.flatten_captions(None)
+  assert texts == [] and pairs.shape == (0, 2)
 
 
 def test_summary_names_the_baseline():

@@ -87,3 +87,33 @@ def test_errors():
     retrieval.recall_at_k(np.zeros((0, 2)), TEXTS, TEXT_IMAGE)
   with pytest.raises(errors.ConfigError, match="K=0"):
     retrieval.recall_at_k(IMAGES, TEXTS, TEXT_IMAGE, ks=(0,))
+
+
+def test_a_text_shared_by_two_images_is_a_hit_for_either():
+  # Images 0 and 1 both have caption 0; image 2 has caption 1.
+  images = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+  texts = np.array([[0.0, 1.0], [1.0, 0.0]])  # text 0 looks like image 2: wrong
+  pairs = np.array([[0, 0], [1, 0], [2, 1]])
+  got = retrieval.recall_at_k(images, texts, pairs=pairs, ks=(1, 2))
+  # t2i: text 0's best correct image (1: score 0.1) has image 2 (1.0) above
+  # it -> rank 1; text 1's only image (2: score 0) has images 0 (1.0) and
+  # 1 (0.9) above -> rank 2.
+  assert got["t2i_R@1"] == 0.0 and got["t2i_R@2"] == 0.5
+  # i2t: image 0's text 0 scores 0 < text 1 (1) -> rank 1; image 1: 0.1 < 0.9
+  # -> rank 1; image 2: text 1 scores 0 < text 0 (1) -> rank 1.
+  assert got["i2t_R@1"] == 0.0 and got["i2t_R@2"] == 1.0
+  # One copy of text 0 per image instead (the text_image form): the copy
+  # belonging to image 0 (score 0) now has images 1 and 2 above it -> a miss
+  # at K=2; only image 1's copy (rank 1) is a hit.
+  one = retrieval.recall_at_k(images, texts[[0, 0, 1]], np.array([0, 1, 2]), ks=(1, 2))
+  assert one["t2i_R@2"] == 1 / 3
+
+
+def test_pairs_must_cover_every_text_and_stay_in_range():
+  x = np.eye(2)
+  with pytest.raises(errors.DataError, match="at least one image"):
+    retrieval.recall_at_k(x, x, pairs=np.array([[0, 0]]))
+  with pytest.raises(errors.DataError, match="outside"):
+    retrieval.recall_at_k(x, x, pairs=np.array([[0, 0], [2, 1]]))
+  with pytest.raises(errors.ConfigError, match="exactly one"):
+    retrieval.recall_at_k(x, x, np.array([0, 1]), pairs=np.array([[0, 0], [1, 1]]))
