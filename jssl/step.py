@@ -215,6 +215,8 @@ def make_train_step(method: Method, tx: optax.GradientTransformation,
         loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if method.project is not None:  # e.g. CLIP's logit-scale clamp
+      params = method.project(params)
     method_state = method.update_state(params, method_state, state.step)
     metrics = dict(metrics)
     features = metrics.pop(PROBE_FEATURES, None)

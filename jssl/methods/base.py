@@ -78,6 +78,9 @@ class Method(NamedTuple):
   frozen: `((param_path_prefix, until_step), ...)`: parameters whose updates
       are zeroed before `until_step` (DINO's last layer and SwAV's
       prototypes in the first epoch); see `jssl.schedules.freeze`.
+  project: `params -> params` applied right after each optimiser update
+      (CLIP clamps its logit scale there, as openai's training code does in
+      place); None: nothing.
   dual: image-text methods only (`DualEncoder`); None for image methods.
       Their `batch` carries `'text'` token ids `[B, K, L]` (K captions per
       image) next to `'image'`.
@@ -89,6 +92,7 @@ class Method(NamedTuple):
   encoder_variables: Callable[..., Any]
   frozen: tuple = ()
   dual: Optional["DualEncoder"] = None
+  project: Optional[Callable[..., Any]] = None
 
   def encode(self, params, method_state, images):
     """Eval-mode features of preprocessed images `[B, H, W, C]`."""

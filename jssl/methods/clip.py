@@ -10,14 +10,10 @@ t is learned in log space, init log(1/0.07) (`config.loss.logit_scale_init`),
 and the multiplier is clamped at 100 (`config.loss.max_logit_scale`; Sec.
 2.5: "clipped to prevent scaling the logits by more than 100").
 
-The clamp: openai's and open_clip's training code clamp the parameter in
-place after each optimiser step. `Method.update_state` returns only the method
-state, so here the loss uses min(t, log 100): the same forward value, and a
-zero gradient for t while it is above the cap, so once over the cap the
-multiplier stays at 100 (in place, a later gradient pointing down would lower
-it again).
-`dual.clamp_logit_scale(params, cap_log)` is the in-place clamp, for a step
-that post-processes parameters.
+The clamp: as openai's and open_clip's training code, the parameter is
+clamped to <= log 100 after each optimiser step (`Method.project`,
+`dual.clamp_logit_scale`), so the loss sees t itself and its gradient is the
+plain one; a later gradient pointing down lowers t from the cap at once.
 
 Options:
   config.loss.similarity='filip'  FILIP's token-wise late interaction (Yao et

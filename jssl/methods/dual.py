@@ -37,6 +37,7 @@ K = 1 is the plain loss in both (tested).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple, Optional
 
@@ -203,19 +204,23 @@ def max_log_scale(loss_cfg) -> float:
   return math.log(cap) if cap > 0 else math.inf
 
 
-def clamped(log_scale, cap_log: float):
-  """The log multiplier used by the loss: min(log_scale, log(cap)). See
-  `clamp_logit_scale` for why it is applied at use as well."""
-  return log_scale if math.isinf(cap_log) else jnp.minimum(log_scale, cap_log)
-
-
 def clamp_logit_scale(params: dict, cap_log: float) -> dict:
-  """params with `logit_scale` clamped to <= log(cap) (openai/CLIP's
-  training code clamps the multiplier at 100 after each optimiser step;
-  open_clip `training/train.py`: `logit_scale.clamp_(0, math.log(100))`)."""
+  """params with `logit_scale` clamped to <= log(cap): CLIP's
+  `Method.project`, applied after each optimiser update (openai/CLIP's
+  training code clamps the multiplier at 100 after each step; open_clip
+  `training/train.py`: `logit_scale.clamp_(0, math.log(100))`)."""
   if "logit_scale" not in params or math.isinf(cap_log):
     return params
   return dict(params, logit_scale=jnp.minimum(params["logit_scale"], cap_log))
+
+
+def clamp_for(config):
+  """`Method.project` of a run trained with the CLIP loss (its logit-scale
+  clamp); None for SigLIP, whose temperature is not clamped (Zhai et al.
+  2023, Algorithm 1)."""
+  if config.loss.get("name") != "clip":
+    return None
+  return functools.partial(clamp_logit_scale, cap_log=max_log_scale(config.loss))
 
 
 def clip_loss_fn(config):
@@ -229,10 +234,9 @@ def clip_loss_fn(config):
   if impl != "global":
     raise errors.ConfigError(f"config.loss.impl={impl!r}: CLIP's softmax loss runs on the "
                              "global batch here; use impl='global'")
-  cap = max_log_scale(cfg)
 
   def loss(params, out):
-    ls = clamped(params["logit_scale"], cap)
+    ls = params["logit_scale"]
     if similarity == "filip":
       value = filip_loss(out["img_tokens"], out["txt_tokens"], out["txt_mask"], ls,
                          captions_per_image=out["k"])
@@ -411,4 +415,5 @@ def make_trainable(config, mesh=None) -> base.Method:
 
   return base.Method(init=init, loss=loss, update_state=base.keep_state,
                      encoder=towers.image, encoder_variables=base.trunk_variables,
-                     dual=dual_encoder(towers, base.trunk_variables, filip=filip))
+                     dual=dual_encoder(towers, base.trunk_variables, filip=filip),
+                     project=clamp_for(config))

@@ -114,4 +114,5 @@ def make(config, length=None, *, mesh=None) -> Method:
 
   return Method(init=init, loss=loss, update_state=base.keep_state,
                 encoder=image_module, encoder_variables=encoder_variables,
-                dual=dual.dual_encoder(towers, encoder_variables))
+                dual=dual.dual_encoder(towers, encoder_variables),
+                project=dual.clamp_for(config))
