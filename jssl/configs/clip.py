@@ -5,7 +5,7 @@ Presets (`--config=clip:<preset>`):
 
 quickstart  Offline: scikit-learn's digits at 16 px with captions written from
             varied templates (data.source 'digits_captions'), byte-level
-            tokenizer (context 32), half-width ResNet-10 image tower, tiny
+            tokenizer (context 48 bytes: the longest caption fits), half-width ResNet-10 image tower, tiny
             text tower (width 32, depth 2), 64-d embeddings, one lightly
             augmented view per image, AdamW. Meant for <= 5 minutes on 2 CPU
             cores.
@@ -47,7 +47,7 @@ from jssl.data import recipes
 PRESETS = ("quickstart", "vit_b32", "smoke")
 
 
-def text_config(*, size: str = "tiny", context_length: int = 32, tokenizer: str = "bytes",
+def text_config(*, size: str = "tiny", context_length: int = 48, tokenizer: str = "bytes",
                 path: str = "", causal: bool = True,
                 pool: str = "eos") -> ml_collections.ConfigDict:
   """`config.text`: the tokenizer (`jssl.text.tokenizers`) and the text tower
@@ -88,7 +88,7 @@ def image_text_config(method: str, preset: str, presets: tuple[str, ...]
     light_views(c)
     if preset == "smoke":
       c.embed_dim = 16
-      c.text = text_config(context_length=16)
+      c.text = text_config()
   else:
     c.data.captions_per_image = 1
   c.data.text_feature = "captions/text"

@@ -4,7 +4,7 @@ the pairwise sigmoid loss (`jssl.methods.siglip`).
 Presets (`--config=siglip:<preset>`):
 
 quickstart  Offline: the digits with captions (data.source 'digits_captions'),
-            byte-level tokenizer (context 32), half-width ResNet-10 image
+            byte-level tokenizer (context 48 bytes: the longest caption fits), half-width ResNet-10 image
             tower, tiny text tower, 64-d embeddings, one lightly augmented view,
             AdamW; the loss chunked across devices (impl 'chunked'). Meant for
             <= 5 minutes on 2 CPU cores.
