@@ -231,6 +231,7 @@ class DualModel:
     from jssl.data import eval_transform  # pylint: disable=import-outside-toplevel
     self.config, self.preprocess_config, self.provenance = config, preprocess, provenance
     self.tokenizer, self.image_tower, self.device = tokenizer, image_tower, device
+    self.dual = dual  # the method's DualEncoder (embedding functions of `variables`)
     self.variables = jax.device_put(variables, device)
     size, mean, std = int(preprocess["size"]), preprocess["mean"], preprocess["std"]
     crop = float(preprocess.get("crop_fraction", 1.0))
