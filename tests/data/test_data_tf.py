@@ -1,4 +1,6 @@
 """tf.image twins agree with the jnp ops; TFDS pipelines on mock data; missing data error."""
+import hashlib
+
 import jax
 import numpy as np
 import pytest
@@ -104,6 +106,38 @@ def test_tfds_resume_continues_the_uninterrupted_order():
       np.testing.assert_array_equal(a["label"], b["label"])
   # 2 steps of 4 per epoch (8 of 10 examples); epochs are reshuffled.
   assert not np.array_equal(full[0]["views"], full[2]["views"])
+
+
+def _digest(batches):
+  h = hashlib.sha256()
+  for b in batches:
+    for k in sorted(b):
+      h.update(f"{k}{b[k].dtype}{b[k].shape}".encode())
+      h.update(np.ascontiguousarray(b[k]).tobytes())
+  return h.hexdigest()
+
+
+def _next_two(it):
+  return [next(it), next(it)]
+
+
+def test_tfds_batches_are_pinned():
+  """The exact batches (pixels, labels) of fixed settings on TFDS mock data:
+  resumed runs and refactors must keep them. Steps 1-2 cross an epoch boundary
+  (2 steps per epoch); non-default crop ranges check that each one reaches its
+  crop. The digests were taken before the pipeline took a spec (keyword
+  arguments then); a change of TF/TFDS version may legitimately move them."""
+  with tfds.testing.mock_data(num_examples=10):
+    crops = _next_two(tfds_source.tfds_train_batches(
+        "cifar10", data_dir=None, batch_size_per_process=4, image_size=12, num_views=2,
+        crop_scale=(0.3, 1.0), crop_ratio=(0.5, 2.0), num_local_views=2,
+        local_image_size=6, local_crop_scale=(0.1, 0.3), seed=7, start_step=1))
+    whole = _next_two(tfds_source.tfds_train_batches(
+        "cifar10", data_dir=None, batch_size_per_process=4, image_size=12,
+        crop_on_host=False, seed=7))
+  assert crops[0]["local_views"].shape == (4, 2, 6, 6, 3)
+  assert _digest(crops) == "fde3ce4440407a1c1a133a879ec216c5e44fb2a78e470e31b6021a7ec6937a2e"
+  assert _digest(whole) == "c01a238b7b5d7c78298358b5ed925620c0bd63a0d6a3f5b290c67aa8d444e11c"
 
 
 def test_missing_dataset_raises_one_clear_error(tmp_path):
