@@ -230,15 +230,15 @@ def _run(config, workdir) -> dict:
       if ckpt.latest_step() != stop:
         save(stop, force=True)
       ckpt.close()  # waits until the checkpoint is committed
+      result = {"stopped_at": stop}
       if signals.received:
-        log.info(f"{signals.received}: saved checkpoint at step {stop} in "
-                 f"{ckpt.directory}; re-run the same command to resume")
-        log.close()
-        return {"stopped_at": stop, "preempted": signals.received}
-      log.info(f"stopped at step {stop} (stop_at_step); re-run the same command "
-               "to resume")
+        result["preempted"] = signals.received
+        why = f"{signals.received}: saved checkpoint at step {stop} in {ckpt.directory}"
+      else:
+        why = f"stopped at step {stop} (stop_at_step)"
+      log.info(f"{why}; re-run the same command to resume")
       log.close()
-      return {"stopped_at": stop}
+      return result
     guard.check()
     ckpt.close()
   train_seconds = time.time() - t_start

@@ -13,13 +13,15 @@ Importing this package never imports TensorFlow; `tfds_source`, `tf_ops` and
 from jssl.data import augment
 from jssl.data.digits import ArrayDataset, load_arrays, load_digits
 from jssl.data.sources import ArraySource, prefetch
-from jssl.data.tfds_source import DatasetNotPreparedError, tfds_eval_batches, tfds_train_batches
+from jssl.data.host import HostCrops
+from jssl.data.tfds_source import (DatasetNotPreparedError, TfdsTrainSpec, tfds_eval_batches,
+                                   tfds_train_batches)
 from jssl.data.device_views import make_view_fn
 from jssl.data.eval_transform import eval_preprocess
 from jssl.data.recipes import byol_recipe, simclr_recipe, view_config
 
 __all__ = [
-    "ArrayDataset", "ArraySource", "DatasetNotPreparedError", "augment", "byol_recipe",
-    "eval_preprocess", "load_arrays", "load_digits", "make_view_fn", "prefetch",
-    "simclr_recipe", "tfds_eval_batches", "tfds_train_batches", "view_config",
+    "ArrayDataset", "ArraySource", "DatasetNotPreparedError", "HostCrops", "TfdsTrainSpec",
+    "augment", "byol_recipe", "eval_preprocess", "load_arrays", "load_digits", "make_view_fn",
+    "prefetch", "simclr_recipe", "tfds_eval_batches", "tfds_train_batches", "view_config",
 ]

@@ -114,10 +114,11 @@ def folder_figures(*, batch: int = 64, steps: int = 16, grain_too: bool = False,
 
 
 def bench_tfds(data_dir: str, *, batch: int, views: int, steps: int, crop_on_host: bool) -> float:
-  from jssl.data import tfds_source  # pylint: disable=g-import-not-at-top
+  from jssl.data import host, tfds_source  # pylint: disable=g-import-not-at-top
+  spec = tfds_source.TfdsTrainSpec(name="cifar10", data_dir=data_dir,
+                                   batch_size_per_process=batch, seed=0)
   it = tfds_source.tfds_train_batches(
-      "cifar10", data_dir=data_dir, batch_size_per_process=batch, image_size=32,
-      num_views=views, crop_on_host=crop_on_host, seed=0)
+      spec, host.HostCrops(32, views) if crop_on_host else None)
   return _rate(it, steps, warmup=5)
 
 

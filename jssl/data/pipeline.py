@@ -110,21 +110,16 @@ def _arrays(config, per_process: int, eval_per_process: int) -> Datasets:
 
 
 def _tfds(config, per_process: int, eval_per_process: int) -> Datasets:
-  from jssl.data import tfds_source  # pylint: disable=import-outside-toplevel
+  from jssl.data import host, tfds_source  # pylint: disable=import-outside-toplevel
   dc = config.data
   num_train, num_classes, channels = tfds_info(dc)
-  size, vc, num_views = config.views.image_size, config.views, config.views.num_views
   # Multi-crop: the local crops are taken on host too ('local_views').
-  local = recipes.local_crops(vc)
+  crops = host.HostCrops.from_recipe(config.views, config.views.num_views)
+  train = tfds_source.TfdsTrainSpec(name=dc.name, split=dc.train_split, data_dir=dc.data_dir,
+                                    batch_size_per_process=per_process, seed=config.seed)
 
   def train_batches(start_step):
-    return tfds_source.tfds_train_batches(
-        dc.name, dc.train_split, data_dir=dc.data_dir,
-        batch_size_per_process=per_process, image_size=size,
-        num_views=num_views, crop_on_host=True, crop_scale=vc.crop.scale,
-        crop_ratio=vc.crop.ratio, num_local_views=local.num,
-        local_image_size=local.image_size, local_crop_scale=local.scale,
-        seed=config.seed, start_step=start_step)
+    return tfds_source.tfds_train_batches(train, crops, start_step)
 
   def eval_batches(split):
     return tfds_source.tfds_eval_batches(

@@ -209,18 +209,18 @@ def tfds_train_data(name: str, *, split: str, data_dir: Optional[str], image_siz
                     indices: Optional[np.ndarray] = None) -> TrainData:
   """A prepared TFDS split, cropped on host to `image_size` (rows `indices`
   of the split only, when given)."""
-  from jssl.data import tfds_source  # pylint: disable=import-outside-toplevel
+  from jssl.data import host, tfds_source  # pylint: disable=import-outside-toplevel
   if indices is None:
     n = tfds_source.split_size(name, split, data_dir)
   else:
     n = int(len(indices))
 
+  crops = host.HostCrops(image_size, 1, tuple(crop_scale), tuple(crop_ratio))
+
   def batches(batch, seed):
-    return tfds_source.tfds_train_batches(
-        name, split, data_dir=data_dir, batch_size_per_process=batch,
-        image_size=image_size, num_views=1, crop_on_host=True, crop_scale=crop_scale,
-        crop_ratio=crop_ratio, seed=seed, example_indices=indices,
-        process_index=0, process_count=1)
+    return tfds_source.tfds_train_batches(tfds_source.TfdsTrainSpec(
+        name=name, split=split, data_dir=data_dir, batch_size_per_process=batch, seed=seed,
+        example_indices=indices, process_index=0, process_count=1), crops)
 
   return TrainData(n, batches)
 

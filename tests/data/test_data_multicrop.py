@@ -1,4 +1,6 @@
 """Multi-crop views: global + local crops from arrays and from TFDS host crops."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -113,13 +115,13 @@ def test_multicrop_sharded_over_8_devices_equals_single_device():
 
 def test_tfds_host_multicrop_on_mock_data():
   tfds = pytest.importorskip("tensorflow_datasets")
-  from jssl.data import tfds_source  # pylint: disable=import-outside-toplevel
-  kw = dict(data_dir=None, batch_size_per_process=4, image_size=16, num_views=2, seed=0)
+  from jssl.data import host, tfds_source  # pylint: disable=import-outside-toplevel
+  spec = tfds_source.TfdsTrainSpec(name="cifar10", batch_size_per_process=4, seed=0)
+  plain_crops = host.HostCrops(16, num_views=2)
   with tfds.testing.mock_data(num_examples=10):
-    b = next(tfds_source.tfds_train_batches(
-        "cifar10", num_local_views=3, local_image_size=8, local_crop_scale=(0.05, 0.14),
-        **kw))
-    plain = next(tfds_source.tfds_train_batches("cifar10", **kw))
+    b = next(tfds_source.tfds_train_batches(spec, dataclasses.replace(
+        plain_crops, num_local=3, local_size=8, local_scale=(0.05, 0.14))))
+    plain = next(tfds_source.tfds_train_batches(spec, plain_crops))
   assert b["views"].shape == (4, 2, 16, 16, 3) and b["views"].dtype == np.uint8
   assert b["local_views"].shape == (4, 3, 8, 8, 3) and b["local_views"].dtype == np.uint8
   np.testing.assert_array_equal(b["views"], plain["views"])  # globals unchanged
@@ -127,6 +129,5 @@ def test_tfds_host_multicrop_on_mock_data():
   r = recipes.multicrop_recipe(16, 8, 3, mean=MEAN, std=STD)
   out = jax.jit(device_views.make_view_fn(r, 2))(jax.random.key(0), b)
   assert [o.shape for o in out] == [(4, 16, 16, 3)] * 2 + [(4, 8, 8, 3)] * 3
-  with pytest.raises(ValueError, match="crop_on_host"):
-    tfds_source.tfds_train_batches("cifar10", num_local_views=2, local_image_size=8,
-                                   crop_on_host=False, **kw)
+  with pytest.raises(ValueError, match="local_size > 0"):
+    tfds_source.tfds_train_batches(spec, dataclasses.replace(plain_crops, num_local=2))

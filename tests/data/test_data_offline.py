@@ -8,7 +8,7 @@ import pytest
 @pytest.mark.data
 def test_register_cifar10_offline(cifar_dir):
   import tensorflow_datasets as tfds
-  from jssl.data import offline, tfds_source
+  from jssl.data import host, offline, tfds_source
   builder = tfds.builder("cifar10", data_dir=cifar_dir)
   assert builder.info.splits["train"].num_examples == 50000
   assert builder.info.splits["test"].num_examples == 10000
@@ -19,6 +19,7 @@ def test_register_cifar10_offline(cifar_dir):
   assert test["image"].shape == (10000, 32, 32, 3) and test["image"].dtype == np.uint8
   assert test["label"].min() == 0 and test["label"].max() == 9
   assert (np.bincount(test["label"]) == 1000).all()
-  it = tfds_source.tfds_train_batches("cifar10", data_dir=cifar_dir, batch_size_per_process=8,
-                                      image_size=32, num_views=2, seed=0)
+  it = tfds_source.tfds_train_batches(tfds_source.TfdsTrainSpec(
+      name="cifar10", data_dir=cifar_dir, batch_size_per_process=8, seed=0),
+      host.HostCrops(32, num_views=2))
   assert next(it)["views"].shape == (8, 2, 32, 32, 3)

@@ -1,4 +1,6 @@
 """tf.image twins agree with the jnp ops; TFDS pipelines on mock data; missing data error."""
+import hashlib
+
 import jax
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 from jssl import errors  # noqa: E402
 from jssl.data import augment as A  # noqa: E402
-from jssl.data import device_views, eval_transform, recipes, tf_ops, tfds_source  # noqa: E402
+from jssl.data import device_views, eval_transform, host, recipes, tf_ops, tfds_source  # noqa: E402
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.2)
 
@@ -65,19 +67,15 @@ def test_tf_random_resized_crop_is_stateless():
 
 def test_tfds_pipeline_on_mock_data():
   with tfds.testing.mock_data(num_examples=10):
-    it = tfds_source.tfds_train_batches(
-        "cifar10", data_dir=None, batch_size_per_process=4, image_size=16, num_views=2,
-        seed=0)
+    spec = tfds_source.TfdsTrainSpec(name="cifar10", batch_size_per_process=4, seed=0)
+    it = tfds_source.tfds_train_batches(spec, host.HostCrops(16, num_views=2))
     batches = [next(it) for _ in range(4)]  # > 1 epoch: repeats
     b = batches[0]
     assert b["views"].shape == (4, 2, 16, 16, 3) and b["views"].dtype == np.uint8
     assert b["label"].dtype == np.int32 and b["label"].shape == (4,)
-    again = next(tfds_source.tfds_train_batches(
-        "cifar10", data_dir=None, batch_size_per_process=4, image_size=16, seed=0))
+    again = next(tfds_source.tfds_train_batches(spec, host.HostCrops(16)))
     np.testing.assert_array_equal(again["views"], b["views"])  # seeded
-    raw = next(tfds_source.tfds_train_batches(
-        "cifar10", data_dir=None, batch_size_per_process=4, image_size=16,
-        crop_on_host=False, seed=0))
+    raw = next(tfds_source.tfds_train_batches(spec, None))
     assert raw["image"].shape == (4, 32, 32, 3)
     # Host crops feed the on-device view fn.
     fn = device_views.make_view_fn(recipes.simclr_recipe(16, mean=MEAN, std=STD), 2)
@@ -93,11 +91,12 @@ def test_tfds_pipeline_on_mock_data():
 def test_tfds_resume_continues_the_uninterrupted_order():
   """A batch is a function of (seed, step): resuming at step 3 (mid-epoch 1 of
   2-step epochs) yields the uninterrupted run's batches 3..6, crops included."""
-  kw = dict(data_dir=None, batch_size_per_process=4, image_size=8, num_views=2, seed=5)
+  spec = tfds_source.TfdsTrainSpec(name="cifar10", batch_size_per_process=4, seed=5)
+  crops = host.HostCrops(8, num_views=2)
   with tfds.testing.mock_data(num_examples=10):
-    full = [next(it) for it in [tfds_source.tfds_train_batches("cifar10", **kw)]
+    full = [next(it) for it in [tfds_source.tfds_train_batches(spec, crops)]
             for _ in range(7)]
-    resumed = tfds_source.tfds_train_batches("cifar10", start_step=3, **kw)
+    resumed = tfds_source.tfds_train_batches(spec, crops, start_step=3)
     for a in full[3:]:
       b = next(resumed)
       np.testing.assert_array_equal(a["views"], b["views"])
@@ -106,10 +105,44 @@ def test_tfds_resume_continues_the_uninterrupted_order():
   assert not np.array_equal(full[0]["views"], full[2]["views"])
 
 
+def _digest(batches):
+  h = hashlib.sha256()
+  for b in batches:
+    for k in sorted(b):
+      h.update(f"{k}{b[k].dtype}{b[k].shape}".encode())
+      h.update(np.ascontiguousarray(b[k]).tobytes())
+  return h.hexdigest()
+
+
+def _next_two(it):
+  return [next(it), next(it)]
+
+
+def test_tfds_batches_are_pinned():
+  """The exact batches (pixels, labels) of fixed settings on TFDS mock data:
+  resumed runs and refactors must keep them. Steps 1-2 cross an epoch boundary
+  (2 steps per epoch); non-default crop ranges check that each one reaches its
+  crop. The digests were taken before the pipeline took a spec (it had 19
+  keyword arguments then); a change of TF/TFDS version may legitimately move them."""
+  with tfds.testing.mock_data(num_examples=10):
+    spec = tfds_source.TfdsTrainSpec(name="cifar10", batch_size_per_process=4, seed=7)
+    crops = _next_two(tfds_source.tfds_train_batches(spec, host.HostCrops(
+        12, num_views=2, scale=(0.3, 1.0), ratio=(0.5, 2.0), num_local=2, local_size=6,
+        local_scale=(0.1, 0.3)), start_step=1))
+    whole = _next_two(tfds_source.tfds_train_batches(spec, None))
+  assert crops[0]["local_views"].shape == (4, 2, 6, 6, 3)
+  assert _digest(crops) == "fde3ce4440407a1c1a133a879ec216c5e44fb2a78e470e31b6021a7ec6937a2e"
+  assert _digest(whole) == "c01a238b7b5d7c78298358b5ed925620c0bd63a0d6a3f5b290c67aa8d444e11c"
+
+
 def test_missing_dataset_raises_one_clear_error(tmp_path):
-  for fn in (tfds_source.tfds_train_batches, tfds_source.tfds_eval_batches):
+  train = tfds_source.TfdsTrainSpec(name="cifar10", data_dir=str(tmp_path),
+                                    batch_size_per_process=4)
+  for call in (lambda: tfds_source.tfds_train_batches(train, host.HostCrops(32)),
+               lambda: tfds_source.tfds_eval_batches(
+                   "cifar10", data_dir=str(tmp_path), batch_size_per_process=4, image_size=32)):
     with pytest.raises(tfds_source.DatasetNotPreparedError) as e:
-      fn("cifar10", data_dir=str(tmp_path), batch_size_per_process=4, image_size=32)
+      call()
     msg = str(e.value)
     assert "cifar10" in msg and str(tmp_path) in msg and "jssl.data.offline" in msg
     assert "shared" not in msg and "\n" not in msg  # one line, no build-machine path

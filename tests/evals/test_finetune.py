@@ -150,12 +150,11 @@ def test_tfds_example_indices_select_those_rows():
     ds = tfds.builder("cifar10").as_dataset(split="train", shuffle_files=False)
     rows = [ex["image"] for ex in tfds.as_numpy(ds)]  # file order
     keep = np.array([2, 5, 11, 17])
-    it = tfds_source.tfds_train_batches(
-        "cifar10", data_dir=None, batch_size_per_process=4, image_size=32,
-        crop_on_host=False, example_indices=keep, seed=0)
+    it = tfds_source.tfds_train_batches(tfds_source.TfdsTrainSpec(
+        name="cifar10", batch_size_per_process=4, example_indices=keep, seed=0), None)
     seen = np.concatenate([next(it)["image"] for _ in range(3)])
   wanted = {rows[i].tobytes() for i in keep}
   assert {im.tobytes() for im in seen} == wanted  # every row of the subset, nothing else
   with pytest.raises(ValueError, match="example_indices is empty"):
-    next(tfds_source.tfds_train_batches("cifar10", data_dir=None, batch_size_per_process=4,
-                                        image_size=32, example_indices=[]))
+    next(tfds_source.tfds_train_batches(tfds_source.TfdsTrainSpec(
+        name="cifar10", batch_size_per_process=4, example_indices=[]), None))
