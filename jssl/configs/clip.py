@@ -10,8 +10,8 @@ quickstart  Offline: scikit-learn's digits at 16 px with captions written from
             augmented view per image, AdamW. Meant for <= 5 minutes on 2 CPU
             cores.
               python -m jssl.main --config=clip:quickstart --workdir=/tmp/jssl_clip
-            FILIP's token-wise similarity (config.loss.similarity='filip')
-            needs a ViT image tower (config.model = {name: 'vit_test',
+            FILIP's token-wise similarity (config.loss.similarity='filip',
+            with config.loss.impl='global') needs a ViT image tower (config.model = {name: 'vit_test',
             patch_size: 4} in a notebook, or a config file of your own).
 
 vit_b32     CLIP ViT-B/32 as published (Radford et al. 2021, App. F, the
@@ -76,7 +76,10 @@ def image_text_config(method: str, preset: str, presets: tuple[str, ...]
   c.embed_dim = 64
   c.text = text_config()
   c.loss = ml_collections.ConfigDict(dict(
-      name=method if method != "lit" else "clip", impl="global", chunk_size=1024,
+      # impl 'ring': the loss with texts passed around the devices
+      # (jssl.losses.ring; no device holds the global B x B logits); 'global':
+      # the plain loss (FILIP and K > 1 captions need it).
+      name=method if method != "lit" else "clip", impl="ring", chunk_size=1024,
       similarity="global", logit_scale_init=math.log(1 / 0.07), max_logit_scale=100.0,
       t_prime_init=math.log(10.0), bias_init=-10.0))
   c.optimizer.update(name="adamw", base_lr=1e-3, lr_scaling="none", weight_decay=0.1,

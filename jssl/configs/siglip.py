@@ -6,8 +6,11 @@ Presets (`--config=siglip:<preset>`):
 quickstart  Offline: the digits with captions (data.source 'digits_captions'),
             byte-level tokenizer (context 48 bytes: the longest caption fits), half-width ResNet-10 image
             tower, tiny text tower, 64-d embeddings, one lightly augmented view,
-            AdamW; the loss chunked across devices (impl 'chunked'). Meant for
-            <= 5 minutes on 2 CPU cores.
+            AdamW; the loss computed as the paper's chunked implementation
+            (impl 'ring': each device scores its images against one device's
+            texts at a time while the texts travel around the devices; on one
+            device it is the plain loss). Meant for <= 5 minutes on 2 CPU
+            cores.
               python -m jssl.main --config=siglip:quickstart --workdir=/tmp/jssl_siglip
 
 b16         SigLIP ViT-B/16 at 224 px as big_vision trains it (Zhai et al.
@@ -23,9 +26,11 @@ b16         SigLIP ViT-B/16 at 224 px as big_vision trains it (Zhai et al.
             B/16 224 px WebLI at 76.2% ImageNet zero-shot (not reproduced by
             jssl). WebLI is private: use an image-text TFDS dataset or a
             folder with captions.jsonl. Hardware: the paper trains B/16 on
-            TPUv4 pods (32k batch); the chunked loss keeps each device's loss
-            memory linear in its own batch, so a GPU cluster works with
-            --config.loss.impl=chunked.
+            TPUv4 pods (32k batch); the ring loss (default) keeps each
+            device's loss memory linear in its own batch and flat in the
+            number of devices (README "Image-text": memory table), so a GPU
+            cluster works too. impl 'chunked' all-gathers the texts and scans
+            anchor chunks; 'global' is the plain B x B loss.
 
 smoke       Tiny towers, 6 steps of 32 images: for tests (seconds on CPU).
 
@@ -46,8 +51,8 @@ PRESETS = ("quickstart", "b16", "smoke")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "quickstart"
   c = image_text_config("siglip", preset, PRESETS)
-  c.loss.impl = "chunked"
-  c.loss.chunk_size = 256
+  c.loss.impl = "ring"
+  c.loss.chunk_size = 256   # impl 'chunked' only
   if preset == "b16":
     runbook.imagenet_data(c, recipes.simclr_recipe)
     c.data.update(source="tfds", name="coco_captions", test_split="validation")

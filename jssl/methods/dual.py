@@ -223,23 +223,47 @@ def clamp_for(config):
   return functools.partial(clamp_logit_scale, cap_log=max_log_scale(config.loss))
 
 
-def clip_loss_fn(config):
-  """`(params, out) -> (loss, metrics)` of CLIP (global or FILIP similarity)."""
+def clip_loss_fn(config, mesh=None):
+  """`(params, out) -> (loss, metrics)` of CLIP: `config.loss.similarity`
+  'global' (cosine of the pooled embeddings) or 'filip' (token-wise), and
+  `config.loss.impl` 'global' (`jssl.losses.clip` on the global arrays) or
+  'ring' (`jssl.losses.ring.clip_ring` under `jax.shard_map` over the data
+  axis: the texts travel around the devices, no device holds the global B x B
+  logits or the global texts; one caption per image). Without a mesh, 'ring'
+  computes 'global'."""
   cfg = config.loss
   similarity = cfg.get("similarity", "global")
   if similarity not in ("global", "filip"):
     raise errors.ConfigError(f"config.loss.similarity={similarity!r}: must be 'global' "
                              "or 'filip'")
   impl = cfg.get("impl", "global")
-  if impl != "global":
-    raise errors.ConfigError(f"config.loss.impl={impl!r}: CLIP's softmax loss runs on the "
-                             "global batch here; use impl='global'")
+  if impl not in ("global", "ring"):
+    raise errors.ConfigError(f"config.loss.impl={impl!r}: CLIP's loss is 'global' or "
+                             "'ring' ('chunked' is a SigLIP option)")
+  if impl == "ring" and similarity == "filip":
+    raise errors.ConfigError("config.loss.impl='ring' with similarity='filip': FILIP's "
+                             "token-wise loss runs on the global batch (impl='global')")
+  k = int(config.data.get("captions_per_image", 1) or 1)
+  if impl == "ring" and k > 1:
+    raise errors.ConfigError(
+        f"config.loss.impl='ring' with config.data.captions_per_image={k}: CLIP's ring loss "
+        "takes one caption per image (impl='global' for K > 1)")
+  ring_value = None
+  if impl == "ring" and mesh is not None:
+    from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
+    from jssl.losses import ring  # pylint: disable=import-outside-toplevel
+    from jssl.sharding import DATA_AXIS  # pylint: disable=import-outside-toplevel
+    ring_value = jax.shard_map(
+        lambda img, txt, ls: ring.clip_ring(img, txt, ls, axis_name=DATA_AXIS), mesh=mesh,
+        in_specs=(P(DATA_AXIS), P(DATA_AXIS), P()), out_specs=P())
 
   def loss(params, out):
     ls = params["logit_scale"]
     if similarity == "filip":
       value = filip_loss(out["img_tokens"], out["txt_tokens"], out["txt_mask"], ls,
                          captions_per_image=out["k"])
+    elif ring_value is not None:
+      value = ring_value(out["img"], out["txt"], ls)
     else:
       value = clip_multi(out["img"], out["txt"], ls, out["k"])
     return value, {"logit_scale": jnp.exp(ls)}
@@ -313,7 +337,7 @@ def scalar_params(config) -> dict:
 def loss_fn(config, mesh):
   name = config.loss.get("name", config.method)
   if name == "clip":
-    return clip_loss_fn(config)
+    return clip_loss_fn(config, mesh)
   if name == "siglip":
     return siglip_loss_fn(config, mesh)
   raise errors.ConfigError(f"config.loss.name={name!r}: must be 'clip' or 'siglip'")

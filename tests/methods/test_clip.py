@@ -83,6 +83,9 @@ def test_filip_needs_a_vit_and_trains_with_one():
     methods.make(config)
   config = dt.smoke_config("clip", **{"loss.similarity": "filip"})
   config.model = dict(name="vit_test", patch_size=4)
+  with pytest.raises(errors.ConfigError, match="impl='global'"):
+    methods.make(config, mesh=shd.make_mesh())   # FILIP is not a ring loss
+  config.loss.impl = "global"
   config.optimizer.warmup_epochs = 0.0   # a non-zero lr at step 0
   batches = dt.synthetic_batches(config, 1)
   mesh = shd.make_mesh()
@@ -90,3 +93,19 @@ def test_filip_needs_a_vit_and_trains_with_one():
   state = jax.device_get(init_fn())
   before, after = mt.step_loss_before_after(step, state, batches[0], mesh)
   assert after < before
+
+
+def test_ring_equals_global_on_eight_devices():
+  batches = None
+  results = {}
+  for impl in ("global", "ring"):
+    config = dt.smoke_config("clip", **{"loss.impl": impl})
+    batches = batches or dt.synthetic_batches(config, 1)
+    results[impl] = mt.run_steps(config, shd.make_mesh(), batches)
+  (sg, hg), (sr, hr) = results["global"], results["ring"]
+  np.testing.assert_allclose(hg[0]["loss"], hr[0]["loss"], rtol=1e-5)
+  mt.assert_trees_close(sg.params, sr.params, rtol=1e-4, atol=2e-6)
+  # K > 1 captions per image are not a ring loss: said at build time.
+  config = dt.smoke_config("clip", **{"data.captions_per_image": 2})
+  with pytest.raises(errors.ConfigError, match="captions_per_image=2"):
+    methods.make(config, mesh=shd.make_mesh())
