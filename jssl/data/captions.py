@@ -528,13 +528,12 @@ def tfds_train_batches(name: str, split: str, *, data_dir: Optional[str], text_f
                        process_count: Optional[int] = None) -> Iterator[dict]:
   """Infinite `{'image': uint8 [b, s, s, C], 'text': int32 [b, k, L]}` (+ 'label').
 
-  The order is `jssl.data.tfds_source.tfds_train_batches`'s, rule for rule
-  (the same shard, the same per-epoch shuffle seeds, the same cut to the
-  shortest shard's full batches, the same skip on resume), so a batch is a
-  pure function of `(seed, step, process)` and resume is exact. Images are
-  resized (shorter side) and centre-cropped to `image_size` (no random
-  crop on host: the device makes the views). Example j of this process's
-  shard picks its k captions at epoch e by a seeded ranking of
+  The order is the image TFDS pipeline's: this process's shard
+  (`tfds_source.process_shard`) through `tfds_source.resumable_order`, so a
+  batch is a pure function of `(seed, step, process)` and resume is exact.
+  Images are resized (shorter side) and centre-cropped to `image_size` (no
+  random crop on host: the device makes the views). Example j of this
+  process's shard picks its k captions at epoch e by a seeded ranking of
   `(seed, process, e, j)`, cycling when it has fewer than k, as
   `caption_picks` does for the other sources.
   """
@@ -542,50 +541,45 @@ def tfds_train_batches(name: str, split: str, *, data_dir: Optional[str], text_f
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   from jssl.data import tf_ops, tfds_source  # pylint: disable=import-outside-toplevel
 
-  index = jax.process_index() if process_index is None else process_index
-  count = jax.process_count() if process_count is None else process_count
-  subsplit = tfds.split_for_jax_process(split, process_index=index, process_count=count)
-  # pylint: disable-next=protected-access
-  builder, ds = tfds_source._as_dataset(
-      name, data_dir, split=subsplit, shuffle_files=False,
-      decoders={"image": tfds.decode.SkipDecoding()})
-  decode = builder.info.features["image"].decode_example
-  last = tfds.split_for_jax_process(split, process_index=count - 1, process_count=count)
+  spec = tfds_source.TfdsTrainSpec(
+      name=name, split=split, data_dir=data_dir, batch_size_per_process=batch_size_per_process,
+      seed=seed, shuffle_buffer=shuffle_buffer, process_index=process_index,
+      process_count=process_count)
+  index, count = spec.procs()
+  shard = tfds_source.process_shard(name, split, data_dir, process_index=index,
+                                    process_count=count, skip_decoding=(spec.image_key,))
+  decode = shard.builder.info.features[spec.image_key].decode_example
   b = batch_size_per_process
-  steps_per_epoch = tfds_source.split_size(name, last, data_dir) // b
+  steps_per_epoch = shard.lockstep_size // b
   if steps_per_epoch == 0:
     raise errors.ConfigError(f"{name}[{split}]: fewer examples per process than the batch "
                              f"of {b} per process")
 
-  def fields(ex):
-    out = {"image": ex["image"], "text": _texts(ex, text_feature)}
+  def fields(j, ex):  # j: the example's position in this shard
+    out = {"image": ex[spec.image_key], "text": _texts(ex, text_feature), "index": j}
     if labelled:
-      out["label"] = tf.cast(ex["label"], tf.int32)
+      out["label"] = tf.cast(ex[spec.label_key], tf.int32)
     return out
 
-  ds = ds.map(fields).enumerate()  # j: the example's position in this shard
-  epoch_seed = tf.constant(tfds_source.stream_seed(seed), tf.int64)
+  ds = tfds_source.resumable_order(
+      shard.dataset.enumerate().map(fields), batch_size=b, steps_per_epoch=steps_per_epoch,
+      seed=seed, start_step=start_step, shuffle_buffer=shuffle_buffer)
   base = tf.constant([tfds_source.stream_seed(seed, index), 0], tf.int64)
+  per_epoch = steps_per_epoch * b
 
-  def epoch(e):
-    shuffled = ds.shuffle(shuffle_buffer, seed=(epoch_seed * 1_000_003 + e) % (2**31 - 1),
-                          reshuffle_each_iteration=False)
-    return shuffled.take(steps_per_epoch * b).map(lambda j, ex: (e, j, ex))
-
-  first, done = divmod(start_step, steps_per_epoch)
-  ds = tf.data.Dataset.range(first, 2**62).flat_map(epoch).skip(done * b)
-
-  def prepare(e, j, ex):
+  def prepare(i, ex):  # i: the position in the uninterrupted stream
     texts = tf.reshape(ex["text"], [-1])
     n = tf.size(texts)
     check = tf.debugging.assert_positive(n, message=_NO_CAPTION)
     with tf.control_dependencies([check]):
       key = tf.random.experimental.stateless_fold_in(
-          tf.random.experimental.stateless_fold_in(base, e), j)
+          tf.random.experimental.stateless_fold_in(base, i // per_epoch), ex["index"])
       ranked = tf.argsort(tf.random.stateless_uniform([n], key))
-    out = dict(ex, text=tf.gather(texts, tf.gather(ranked, tf.range(k) % n)))
-    out["image"] = tf_ops.to_uint8(tf_ops.resize_and_center_crop(decode(ex["image"]),
-                                                                 size=image_size))
+    out = {"text": tf.gather(texts, tf.gather(ranked, tf.range(k) % n)),
+           "image": tf_ops.to_uint8(tf_ops.resize_and_center_crop(decode(ex["image"]),
+                                                                  size=image_size))}
+    if labelled:
+      out["label"] = ex["label"]
     return out
 
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
@@ -615,8 +609,7 @@ def tfds_heldout(name: str, split: str, *, data_dir: Optional[str], text_feature
   image (the same on every process)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from jssl.data import tf_ops, tfds_source  # pylint: disable=import-outside-toplevel
-  # pylint: disable-next=protected-access
-  _, ds = tfds_source._as_dataset(name, data_dir, split=split, shuffle_files=False)
+  _, ds = tfds_source.read_split(name, split, data_dir)
 
   def prepare(ex):
     out = {"image": tf_ops.to_uint8(tf_ops.resize_and_center_crop(

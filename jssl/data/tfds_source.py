@@ -79,6 +79,15 @@ def _as_dataset(name: str, data_dir: Optional[str], **kwargs):
     raise _not_prepared(name, data_dir) from None
 
 
+def read_split(name: str, split: str, data_dir: Optional[str], **kwargs):
+  """(builder, the whole `split` in file order) of a prepared TFDS dataset.
+
+  `kwargs` go to `builder.as_dataset` (e.g. `decoders`). Raises
+  `DatasetNotPreparedError` when the dataset is not prepared.
+  """
+  return _as_dataset(name, data_dir, split=split, shuffle_files=False, **kwargs)
+
+
 def stream_seed(*keys: int) -> int:
   """A 31-bit tf.data seed derived from integer `keys` (e.g. seed, process)."""
   return int(np.random.SeedSequence(list(keys)).generate_state(1)[0] % (2**31 - 1))
