@@ -14,6 +14,13 @@ Sources (`config.data.source`):
                      as for 'digits') with generated captions
                      (`jssl.data.caption_sets`); held out: the digits' test split,
                      captioned and prompted with templates not used in training.
+  'shapes_captions'  generated shapes and colours with compositional captions
+                     (`jssl.data.caption_sets.shapes_captions`; `data.kwargs`:
+                     size=32, num_train=2000, num_test=360, per_image=3,
+                     two_fraction=0.5, seed=0); held out: single shapes of
+                     (shape, colour) pairs never drawn in training, zero-shot
+                     over all 18 'colour shape' names, templates not used in
+                     training. Unlabelled in training.
   'folder'           `data.path` = DIR of images (.jpg .jpeg .png, any sizes,
                      any depth) and DIR/captions.jsonl, rows
                      `{"file": "<path relative to DIR>", "caption": "..."}`, one
@@ -76,7 +83,7 @@ from jssl.data import host, loader
 from jssl.data.sources import TrainOrder
 
 Tokenize = Callable[[Sequence[str]], np.ndarray]
-SOURCES = ("digits_captions", "folder", "npz", "tfds")
+SOURCES = ("digits_captions", "shapes_captions", "folder", "npz", "tfds")
 CAPTIONS_FILE = "captions.jsonl"
 
 
@@ -413,6 +420,8 @@ def build(config, per_process: int, eval_per_process: int, tokenize: Tokenize
   workers = int(dc.get("workers", 0))
   if dc.source == "digits_captions":
     train, heldout, num_classes = _digits(config, size, frac)
+  elif dc.source == "shapes_captions":
+    train, heldout, num_classes = _shapes(dict(dc.get("kwargs", {})), size, frac)
   elif dc.source in ("folder", "npz"):
     train, heldout, num_classes = _own(config, size, frac, workers)
   else:
@@ -454,6 +463,32 @@ def _digits_sets(kwargs: dict, size: int, frac: float):
   heldout = test.heldout(size, frac, class_names=caption_sets.DIGIT_WORDS,
                          templates=caption_sets.ZERO_SHOT_TEMPLATES)
   return train, heldout, int(arrays.num_classes)
+
+
+SHAPES_KWARGS = {"size": 32, "num_train": 2000, "num_test": 360, "per_image": 3,
+                 "two_fraction": 0.5, "seed": 0}
+
+
+def _shapes(kwargs: dict, size: int, frac: float):
+  """'shapes_captions': unlabelled training images, labelled held-out singles."""
+  from jssl.data import caption_sets  # pylint: disable=import-outside-toplevel
+  unknown = sorted(set(kwargs) - set(SHAPES_KWARGS))
+  if unknown:
+    raise errors.ConfigError(f"config.data.kwargs has {unknown} that data.source="
+                             f"'shapes_captions' does not take (it takes {sorted(SHAPES_KWARGS)})")
+  kw = dict(SHAPES_KWARGS, **kwargs)
+  common = dict(seed=kw["seed"], size=kw["size"], per_image=kw["per_image"])
+  try:
+    images, caps, _, _ = caption_sets.shapes_captions(
+        kw["num_train"], two_fraction=kw["two_fraction"], **common)
+    test_images, test_caps, test_labels, _ = caption_sets.shapes_captions(
+        kw["num_test"], heldout=True, **common)
+  except ValueError as e:
+    raise errors.ConfigError(f"config.data.kwargs for 'shapes_captions': {e}") from None
+  heldout = CaptionSource(test_images, test_caps, test_labels).heldout(
+      size, frac, class_names=caption_sets.SHAPE_CLASSES,
+      templates=caption_sets.SHAPES_ZERO_SHOT_TEMPLATES)
+  return CaptionSource(images, caps), heldout, None
 
 
 def _own_source(path: str, field: str, kind: str, size: int):

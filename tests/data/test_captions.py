@@ -306,3 +306,116 @@ def test_unset_path_and_too_large_batch(tmp_path):
   train = _write_folder(tmp_path / "tr", 5)
   with pytest.raises(errors.ConfigError, match="batch_size=8 > the 5"):
     captions.build(_config(source="folder", path=train), 8, 8, tok)
+
+
+# --- shapes_captions ------------------------------------------------------------
+
+_OBJ = r"(?:(small|large) )?(red|green|blue|yellow|purple|white) (circle|square|triangle)"
+
+
+def _blob(image, colour, region=None):
+  """(area, bbox fill ratio) of the pixels of `colour` (in `region` slices)."""
+  im = image if region is None else image[region]
+  mask = (im == np.array(caption_sets.COLOURS[colour], np.uint8)).all(-1)
+  ys, xs = np.nonzero(mask)
+  box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+  return int(mask.sum()), mask.sum() / box
+
+
+def _shape_of(fill):
+  return "square" if fill > 0.97 else "circle" if fill > 0.6 else "triangle"
+
+
+def test_shapes_captions_deterministic_and_name_what_is_drawn():
+  import re
+  sets = caption_sets
+  a = sets.shapes_captions(60, seed=1)
+  b = sets.shapes_captions(60, seed=1)
+  np.testing.assert_array_equal(a[0], b[0])
+  assert a[1] == b[1] and a[0].shape == (60, 32, 32, 3) and a[0].dtype == np.uint8
+  assert not np.array_equal(sets.shapes_captions(60, seed=2)[0], a[0])
+  images, caps, labels, scenes = a
+  singles = 0
+  for im, cs, label, scene in zip(images, caps, labels, scenes):
+    objs = scene["objects"]
+    assert len(cs) == 3 and len(set(cs)) == 3
+    for c in cs:
+      named = re.findall(_OBJ, c)
+      assert len(named) == len(objs), c
+      if len(objs) == 1:
+        size, colour, shape = named[0]
+        o = objs[0]
+        # The centre pixel has the named colour; area and outline give size and shape.
+        assert tuple(im[o["cy"], o["cx"]]) == sets.COLOURS[colour], c
+        area, fill = _blob(im, colour)
+        assert _shape_of(fill) == shape, (c, fill)
+        assert size in ("", "large" if area > 80 else "small"), (c, area)
+        assert sets.SHAPE_CLASSES[label] == f"{colour} {shape}"
+        continue
+      rel = next(r for r in sets.RELATIONS if f" {r} " in c)
+      ok = False
+      for oa, ob in ((objs[0], objs[1]), (objs[1], objs[0])):
+        colours = (tuple(im[oa["cy"], oa["cx"]]), tuple(im[ob["cy"], ob["cx"]]))
+        dy, dx = oa["cy"] - ob["cy"], oa["cx"] - ob["cx"]
+        where = {"above": dy < 0, "below": dy > 0, "to the left of": dx < 0,
+                 "to the right of": dx > 0}[rel]
+        ok |= (where and colours == (sets.COLOURS[named[0][1]], sets.COLOURS[named[1][1]])
+               and (oa["shape"], ob["shape"]) == (named[0][2], named[1][2])
+               and all(n[0] in ("", o["size"]) for n, o in zip(named, (oa, ob))))
+      assert ok, (c, scene)
+    singles += len(objs) == 1
+    assert (label >= 0) == (len(objs) == 1)
+  assert 10 < singles < 50
+  # Two shapes sit in different halves and both are visible.
+  two = [(im, s) for im, s in zip(images, scenes) if len(s["objects"]) == 2]
+  assert all(tuple(im[o["cy"], o["cx"]]) == sets.COLOURS[o["colour"]]
+             for im, s in two for o in s["objects"])
+
+
+def test_shapes_heldout_combinations_are_new():
+  import re
+  sets = caption_sets
+  _, train_caps, _, train_scenes = sets.shapes_captions(400, seed=0)
+  images, caps, labels, scenes = sets.shapes_captions(24, seed=0, heldout=True)
+  seen = {(o["shape"], o["colour"]) for s in train_scenes for o in s["objects"]}
+  assert seen == set(sets.TRAIN_PAIRS) and not seen & set(sets.HELDOUT_PAIRS)
+  assert {s for s, _ in seen} == set(sets.SHAPES) and {c for _, c in seen} == set(sets.COLOURS)
+  named_train = {(s, c) for cs in train_caps for t in cs for _, c, s in re.findall(_OBJ, t)}
+  assert named_train == seen
+  held = {(o["shape"], o["colour"], o["size"]) for s in scenes for o in s["objects"]}
+  assert held == {(s, c, z) for s, c in sets.HELDOUT_PAIRS for z in sets.SIZES}
+  assert all(len(s["objects"]) == 1 for s in scenes)
+  assert {sets.SHAPE_CLASSES[i] for i in labels} == {f"{c} {s}" for s, c in sets.HELDOUT_PAIRS}
+  for im, label, s in zip(images, labels, scenes):
+    o = s["objects"][0]
+    assert tuple(im[o["cy"], o["cx"]]) == sets.COLOURS[o["colour"]]
+  # Held-out wording: no held-out caption or prompt is a training string or template.
+  flat_train = {t for cs in train_caps for t in cs}
+  assert not flat_train & {t for cs in caps for t in cs}
+  prompts = [t.format(n) for t in sets.SHAPES_ZERO_SHOT_TEMPLATES for n in sets.SHAPE_CLASSES]
+  assert not flat_train & set(prompts)
+  assert not set(sets.SHAPES_HELDOUT_TEMPLATES) & set(sets.SHAPES_TRAIN_TEMPLATES)
+  with pytest.raises(ValueError, match="per_image=9"):
+    sets.shapes_captions(2, per_image=9)
+
+
+def test_build_shapes_captions():
+  c = _config(source="shapes_captions", captions_per_image=2,
+              kwargs=dict(num_train=40, num_test=12, size=16))
+  c.batch_size = 8
+  d = captions.build(c, 8, 8, tok)
+  assert d.num_train == 40 and d.num_classes is None and d.image_shape == (16, 16, 3)
+  assert set(d.batch_spec) == {"image", "text"} and d.batch_spec["text"].shape == (8, 2, L)
+  bt = next(d.train_batches(0))
+  assert bt["image"].shape == (8, 16, 16, 3) and bt["text"].shape == (8, 2, L)
+  h = d.heldout
+  assert h.images.shape == (12, 6, 6, 3) and h.class_names == list(caption_sets.SHAPE_CLASSES)
+  assert h.templates == list(caption_sets.SHAPES_ZERO_SHOT_TEMPLATES) and not h.skipped
+  assert [h.class_names[i] for i in h.labels[:6]] == [
+      f"{col} {s}" for s, col in caption_sets.HELDOUT_PAIRS]
+  c.data.kwargs = dict(num_train=40, colours=3)
+  with pytest.raises(errors.ConfigError, match=r"\['colours'\]"):
+    captions.build(c, 8, 8, tok)
+  c.data.kwargs = dict(num_train=40, size=8)
+  with pytest.raises(errors.ConfigError, match="size=8"):
+    captions.build(c, 8, 8, tok)
