@@ -28,7 +28,8 @@ from jssl.errors import ConfigError
 # (tests/reliability/test_config_validation.py keeps the two equal).
 DTYPES = ("float32", "bfloat16", "float16")
 # jssl.data.pipeline.SOURCES, for the same reason.
-SOURCES = ("digits", "arrays", "folder", "npz", "tfds", "digits_captions")
+SOURCES = ("digits", "arrays", "folder", "npz", "tfds", "digits_captions",
+           "shapes_captions")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,9 +32,9 @@ from jssl import errors
 from jssl import sharding as shd
 from jssl.data import recipes
 
-SOURCES = ("digits", "arrays", "folder", "npz", "tfds", "digits_captions")
+SOURCES = ("digits", "arrays", "folder", "npz", "tfds", "digits_captions", "shapes_captions")
 # Sources of images with captions only (image-text runs, `jssl.data.captions`).
-CAPTION_ONLY = ("digits_captions",)
+CAPTION_ONLY = ("digits_captions", "shapes_captions")
 
 
 @dataclasses.dataclass
