@@ -22,9 +22,9 @@ b16         SigLIP ViT-B/16 at 224 px as big_vision trains it (Zhai et al.
             SentencePiece vocabulary of 32k, 16 tokens, embed dim 768,
             t' = log 10, b = -10, Adam (beta2 0.95) lr 1e-3, weight decay
             1e-4, warm-up then cosine, 40B examples seen at the top of the
-            paper's scale. Published: the big_vision SigLIP colab lists
-            B/16 224 px WebLI at 76.2% ImageNet zero-shot (not reproduced by
-            jssl). WebLI is private: use an image-text TFDS dataset or a
+            paper's scale. Published: the big_vision SigLIP demo colab lists
+            B/16 224 px WebLI at 76.2% ImageNet zero-shot (quoted, not
+            re-checked against the colab here; not reproduced by jssl). WebLI is private: use an image-text TFDS dataset or a
             folder with captions.jsonl. Hardware: the paper trains B/16 on
             TPUv4 pods (32k batch); the ring loss (default) keeps each
             device's loss memory linear in its own batch and flat in the
