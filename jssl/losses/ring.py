@@ -68,7 +68,7 @@ def _ring(n, axis_name, body, local, chunk, moving):
 
   Returns (local, moving). The steps run in a `fori_loop` (not a Python loop), so memory
   is one chunk plus its receive buffer whatever n is. (With n = 2 the loop has one trip
-  and XLA unrolls it, which costs a few [b, b] blocks more than n >= 3.)
+  and XLA unrolls it, which costs a few blocks of logits more than n >= 3.)
   """
   if n == 1:
     return body(local, chunk, moving, 0)
