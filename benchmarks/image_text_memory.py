@@ -2,6 +2,7 @@
 
     python benchmarks/image_text_memory.py [--quick] [--batches 4096 16384 32768]
         [--devices 8] [--per-device 2048] [--dim 768] [--chunk 1024]
+        [--ring-chunks 1024 256]
 
 Compile only (no accelerator needed, nothing is run): the number is XLA's buffer
 assignment of the compiled per-device SPMD program, `compiled.memory_analysis()`
@@ -14,8 +15,11 @@ before jax is imported). Implementations, all float32, embedding dim 768:
   gathered  under shard_map: SigLIP `siglip_chunked` (all-gathers the texts, scans
             --chunk image rows under jax.checkpoint); CLIP `clip(..., axis_name)`
             (all-gathers both modalities, [b, B] logits per direction).
-  ring      under shard_map: `siglip_ring` / `clip_ring` (texts rotate with ppermute,
-            custom VJP), O(b * D + b^2) per device.
+  ring      under shard_map: `siglip_ring` / `clip_ring` with chunk_size=None (texts
+            rotate with ppermute, custom VJP, one [b, b] block per ring step),
+            O(b * D + b^2) per device.
+  ring/c    the same with chunk_size=c (--ring-chunks): each ring step walks the local
+            images in row chunks of c, [c, b] blocks, O(b * D + c * b) per device.
 
 Two sweeps: the global batch at a fixed device count (--batches, --devices), and the
 device count 2, 4, 8 at a fixed per-device batch (--per-device). Prints a markdown table
@@ -46,18 +50,28 @@ from jssl import losses  # noqa: E402
 D_, R_ = P("data"), P()
 
 
-def _cases(chunk):
+def _cases(chunk, ring_chunks):
   """name -> (loss, impl, fn(axis_name or None), n scalars)."""
-  return [
+  ring_c = [(f"ring/{c}", c) for c in ring_chunks]
+  cases = [
       ("siglip", "global", lambda ax: losses.siglip, 2),
       ("siglip", "gathered", lambda ax: lambda a, c, t, b: losses.siglip_chunked(
           a, c, t, b, chunk_size=chunk, axis_name=ax), 2),
       ("siglip", "ring", lambda ax: lambda a, c, t, b: losses.siglip_ring(
-          a, c, t, b, axis_name=ax), 2),
+          a, c, t, b, axis_name=ax, chunk_size=None), 2),
+  ] + [
+      ("siglip", impl, lambda ax, rc=rc: lambda a, c, t, b: losses.siglip_ring(
+          a, c, t, b, axis_name=ax, chunk_size=rc), 2) for impl, rc in ring_c
+  ] + [
       ("clip", "global", lambda ax: losses.clip, 1),
       ("clip", "gathered", lambda ax: lambda a, c, s: losses.clip(a, c, s, axis_name=ax), 1),
-      ("clip", "ring", lambda ax: lambda a, c, s: losses.clip_ring(a, c, s, axis_name=ax), 1),
+      ("clip", "ring", lambda ax: lambda a, c, s: losses.clip_ring(
+          a, c, s, axis_name=ax, chunk_size=None), 1),
+  ] + [
+      ("clip", impl, lambda ax, rc=rc: lambda a, c, s: losses.clip_ring(
+          a, c, s, axis_name=ax, chunk_size=rc), 1) for impl, rc in ring_c
   ]
+  return cases
 
 
 def measure(impl, make_fn, n_scalars, n_dev, batch, dim):
@@ -95,6 +109,8 @@ def main(argv=None):
                  help="per-device batch of the device-count sweep (2, 4, 8 devices)")
   p.add_argument("--dim", type=int, default=768)
   p.add_argument("--chunk", type=int, default=1024, help="siglip_chunked chunk_size")
+  p.add_argument("--ring-chunks", type=int, nargs="*", default=[1024, 256],
+                 help="chunk_size values of the chunked ring rows (ring/c)")
   p.add_argument("--only", choices=["siglip", "clip"], default=None)
   a = p.parse_args(argv)
   if a.quick:
@@ -102,12 +118,13 @@ def main(argv=None):
   runs = [(a.devices, b) for b in a.batches]
   runs += [(n, n * a.per_device) for n in (2, 4, 8) if (n, n * a.per_device) not in runs]
   print(f"jax {jax.__version__}, {_N_SIM} simulated {jax.devices()[0].platform} devices, "
-        f"D={a.dim}, float32, value_and_grad, siglip_chunked chunk={a.chunk}")
+        f"D={a.dim}, float32, value_and_grad, siglip_chunked chunk={a.chunk}, "
+        f"ring chunks {a.ring_chunks}")
   rows = []
   for n_dev, batch in runs:
     if batch % n_dev:
       sys.exit(f"global batch {batch} is not divisible by {n_dev} devices")
-    for loss, impl, make_fn, n_sc in _cases(a.chunk):
+    for loss, impl, make_fn, n_sc in _cases(a.chunk, a.ring_chunks):
       if a.only and loss != a.only:
         continue
       r = measure(impl, make_fn, n_sc, n_dev, batch, a.dim)
