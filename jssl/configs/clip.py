@@ -78,7 +78,8 @@ def image_text_config(method: str, preset: str, presets: tuple[str, ...]
   c.loss = ml_collections.ConfigDict(dict(
       # impl 'ring': the loss with texts passed around the devices
       # (jssl.losses.ring; no device holds the global B x B logits); 'global':
-      # the plain loss (FILIP and K > 1 captions need it).
+      # the plain loss (FILIP and K > 1 captions need it). chunk_size: image
+      # rows per logits block of the ring (and of SigLIP's 'chunked').
       name=method if method != "lit" else "clip", impl="ring", chunk_size=1024,
       similarity="global", logit_scale_init=math.log(1 / 0.07), max_logit_scale=100.0,
       t_prime_init=math.log(10.0), bias_init=-10.0))

@@ -52,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "quickstart"
   c = image_text_config("siglip", preset, PRESETS)
   c.loss.impl = "ring"
-  c.loss.chunk_size = 256   # impl 'chunked' only
+  c.loss.chunk_size = 256   # image rows per block of the ring / chunked loss
   if preset == "b16":
     runbook.imagenet_data(c, recipes.simclr_recipe)
     c.data.update(source="tfds", name="coco_captions", test_split="validation")

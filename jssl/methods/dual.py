@@ -248,13 +248,15 @@ def clip_loss_fn(config, mesh=None):
     raise errors.ConfigError(
         f"config.loss.impl='ring' with config.data.captions_per_image={k}: CLIP's ring loss "
         "takes one caption per image (impl='global' for K > 1)")
+  chunk = int(cfg.get("chunk_size", 1024) or 1024)   # image rows per ring block
   ring_value = None
   if impl == "ring" and mesh is not None:
     from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
     from jssl.losses import ring  # pylint: disable=import-outside-toplevel
     from jssl.sharding import DATA_AXIS  # pylint: disable=import-outside-toplevel
     ring_value = jax.shard_map(
-        lambda img, txt, ls: ring.clip_ring(img, txt, ls, axis_name=DATA_AXIS), mesh=mesh,
+        lambda img, txt, ls: ring.clip_ring(img, txt, ls, axis_name=DATA_AXIS,
+                                            chunk_size=chunk), mesh=mesh,
         in_specs=(P(DATA_AXIS), P(DATA_AXIS), P()), out_specs=P())
 
   def loss(params, out):
@@ -309,7 +311,8 @@ def siglip_loss_fn(config, mesh):
       # Lands with the ring losses; imported when a ring run is built.
       from jssl.losses import ring  # pylint: disable=import-outside-toplevel
       def local(img, txt, t, b):
-        return per_slot(ring.siglip_ring, img, txt, t, b, axis_name=DATA_AXIS)
+        return per_slot(ring.siglip_ring, img, txt, t, b, axis_name=DATA_AXIS,
+                        chunk_size=chunk)
     value = jax.shard_map(local, mesh=mesh, in_specs=(P(DATA_AXIS), P(DATA_AXIS), P(), P()),
                           out_specs=P())
 
