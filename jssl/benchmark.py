@@ -58,19 +58,27 @@ from ml_collections import config_flags
 
 from jssl import perf
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:preset].",
-                                          lock_config=True)
-_STEPS = flags.DEFINE_integer("steps", 15, "Timed steps (median reported).")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
-_PIPELINE = flags.DEFINE_integer("pipeline_batches", 30,
-                                 "Host batches timed for the input pipeline "
-                                 "(0 to skip).")
-_JSON = flags.DEFINE_string("json", None, "Also write the figures here.")
-_JSON_LINE = flags.DEFINE_bool("json_line", True,
-                               "Print the figures as one JSON line on stdout.")
-_HOST_FOLDER = flags.DEFINE_bool("host_folder", True,
-                                 "Time the folder source's host pipeline on "
-                                 "generated JPEGs (224 px and 32 px).")
+# The command-line flags, defined only when run as a program (`_define_flags`):
+# defining them at import clashed with `jssl.main`'s --config in one process
+# (tests import both).
+_F: dict = {}
+
+
+def _define_flags() -> None:
+  _F.update(
+      config=config_flags.DEFINE_config_file("config", None, "Config file[:preset].",
+                                             lock_config=True),
+      steps=flags.DEFINE_integer("steps", 15, "Timed steps (median reported)."),
+      warmup=flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation."),
+      pipeline=flags.DEFINE_integer("pipeline_batches", 30,
+                                    "Host batches timed for the input pipeline (0 to skip)."),
+      json=flags.DEFINE_string("json", None, "Also write the figures here."),
+      json_line=flags.DEFINE_bool("json_line", True,
+                                  "Print the figures as one JSON line on stdout."),
+      host_folder=flags.DEFINE_bool("host_folder", True,
+                                    "Time the folder source's host pipeline on generated "
+                                    "JPEGs (224 px and 32 px)."))
+
 
 JSON_KEYS = (
     "benchmark", "config", "method", "model", "dtype", "devices", "device_kind", "platform",
@@ -269,13 +277,13 @@ def json_line(out: dict) -> str:
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  out = benchmark_step(config, steps=_STEPS.value, warmup=_WARMUP.value)
+  config = _F["config"].value
+  out = benchmark_step(config, steps=_F["steps"].value, warmup=_F["warmup"].value)
   config_arg = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), None)
   out["config"] = config_arg
-  if _PIPELINE.value:
-    out.update(benchmark_pipeline(config, _PIPELINE.value))
-  if _HOST_FOLDER.value:
+  if _F["pipeline"].value:
+    out.update(benchmark_pipeline(config, _F["pipeline"].value))
+  if _F["host_folder"].value:
     from jssl.data import benchmark as data_bench  # pylint: disable=import-outside-toplevel
     host = data_bench.folder_figures()
     out.update(host)
@@ -295,12 +303,16 @@ def main(argv):
   width = max(len(k) for k in out)
   for k, v in out.items():
     print(f"{k:<{width}}  {v}")
-  if _JSON_LINE.value:
+  if _F["json_line"].value:
     print(json_line(out), flush=True)
-  if _JSON.value:
-    with open(_JSON.value, "w") as f:
+  if _F["json"].value:
+    with open(_F["json"].value, "w") as f:
       json.dump(out, f, indent=2)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from jssl import configs  # pylint: disable=import-outside-toplevel
+  _define_flags()
+  # Run-book names (--config=simclr:cifar10) as jssl.main takes them.
+  sys.argv = configs.resolve_argv(sys.argv)
+  app.run(main, argv=sys.argv)

@@ -21,8 +21,8 @@ def _nan_from(monkeypatch, bad_step):
   makes `bad_step + 1` steps done), finite before: a mid-run divergence."""
   make = methods.make
 
-  def make_diverging(config, length):
-    m = make(config, length)
+  def make_diverging(config, length, mesh=None):
+    m = make(config, length, mesh=mesh)
 
     def loss(params, method_state, views, batch, key, step):
       value, aux = m.loss(params, method_state, views, batch, key, step)
