@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jssl import errors, models, schedules
+from jssl import errors, models, precision, schedules
 from jssl.methods import base
 
 
@@ -42,11 +42,16 @@ class EncoderProjector(nn.Module):
     return feats, self.projector(feats["pre_logits"], train=train)
 
 
+def projector_of(config):
+  """`config.projector` built in the run's compute dtype unless it sets its own
+  (`jssl.precision.head_config`; its output layer is float32 by policy)."""
+  return models.make_projector(precision.head_config(config.projector, config))
+
+
 def build_joint(config):
   """(encoder, `EncoderProjector`, init) from `config.model`, `.projector`."""
   encoder = models.make_encoder(config.model)
-  net = EncoderProjector(encoder=encoder,
-                         projector=models.make_projector(config.projector))
+  net = EncoderProjector(encoder=encoder, projector=projector_of(config))
 
   def init(key, views):
     variables = net.init(key, views[0], train=True)
@@ -61,12 +66,14 @@ def joint_forward(net: nn.Module, params: dict, method_state: dict,
 
   Returns `(feats, z, new_method_state)`: the encoder's features of the
   concatenated batch (`[V*B, ...]`, view-major), the projections split per
-  view `[V, B, P]` and `{'batch_stats': ...}` after the pass.
+  view `[V, B, P]` (float32, the loss input) and `{'batch_stats': ...}`
+  after the pass.
   """
   x = jnp.concatenate(views, axis=0)
   (feats, z), new_vars = net.apply({"params": params, **method_state}, x,
                                    train=True, mutable=["batch_stats"])
-  z = jnp.stack(jnp.split(z, len(views)), axis=0)
+  # The loss input, float32 whatever the compute dtype (jssl.precision).
+  z = jnp.stack(jnp.split(precision.cast_to_f32(z), len(views)), axis=0)
   return feats, z, {"batch_stats": new_vars["batch_stats"]}
 
 
@@ -95,10 +102,10 @@ def build_nets(config, *, predictor_from: str = "predictor"):
   (MoCo v3's predictor is the same MLP as its projector and may end in BN).
   """
   encoder = models.make_encoder(config.model)
-  projector = models.make_projector(config.projector)
+  projector = projector_of(config)
   make_pred = (models.make_projector if predictor_from == "projector"
                else models.make_predictor)
-  predictor = make_pred(config.predictor)
+  predictor = make_pred(precision.head_config(config.predictor, config))
   online = SiameseNet(encoder=encoder, projector=projector, predictor=predictor)
   target = SiameseNet(encoder=encoder, projector=projector, predictor=None)
   return encoder, online, target
@@ -243,7 +250,8 @@ def online_target_forward(online: nn.Module, target_net: nn.Module,
   """Per-view train-mode passes of the online and the target network.
 
   Returns `(h, p, z_t, new_method_state)`: the online representations and
-  predictions `[V, B, ...]`, the target projections `[V, B, P]` under
+  predictions `[V, B, ...]` (p float32), the target projections `[V, B, P]`
+  (float32) under
   `stop_gradient` (targets only: the target is an EMA, never trained by the
   gradient; BYOL eq. 2 `sg(z'_xi)`, moco-v3's keys under `no_grad`), and the
   state with both networks' new batch statistics.
@@ -255,6 +263,8 @@ def online_target_forward(online: nn.Module, target_net: nn.Module,
   (_, z_t, _), t_stats = apply_per_view(target_net, target, views)
   new_state = dict(method_state, batch_stats=stats,
                    target={"params": target["params"], "batch_stats": t_stats})
+  # Loss inputs in float32 (jssl.precision).
+  p, z_t = precision.cast_to_f32((p, z_t))
   return h, p, jax.lax.stop_gradient(z_t), new_state
 
 

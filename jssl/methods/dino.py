@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jssl import errors, losses, models
+from jssl import errors, losses, models, precision
 from jssl.methods import base, common
 from jssl.methods.base import Method
 from jssl.models import dino_head
@@ -175,7 +175,7 @@ def make(config, length=None) -> Method:
                            * length.steps_per_epoch))
 
   encoder = models.make_encoder(config.model)
-  head = dino_head.make_dino_head(config.head)
+  head = dino_head.make_dino_head(precision.head_config(config.head, config))
   net = MultiCropNet(encoder=encoder, head=head)
   out_dim = int(config.head.out_dim)
   num_views = NUM_GLOBAL + num_local
@@ -212,7 +212,8 @@ def make(config, length=None) -> Method:
         groups[:1], train=True, mutable=["batch_stats"])
     # The teacher is a target, built from an EMA and never trained by
     # gradients (main_dino.py: requires_grad=False, DINOLoss `.detach()`).
-    t_out = jax.lax.stop_gradient(t_out)
+    # Loss inputs in float32 (the head's last layer is float32 already).
+    s_out, t_out = precision.cast_to_f32((s_out, jax.lax.stop_gradient(t_out)))
     student = s_out.reshape(num_views, b, out_dim)
     teacher_out = t_out.reshape(NUM_GLOBAL, b, out_dim)
     tau_t = temp_schedule(step)

@@ -45,7 +45,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jssl import errors, losses, models
+from jssl import errors, losses, models, precision
 from jssl.losses.filip import filip as filip_loss, symmetric_ce
 from jssl.methods import base, common
 from jssl.methods.base import DualEncoder
@@ -75,8 +75,11 @@ def captions_per_image(config) -> int:
 
 
 def proj_dense(embed_dim: int, width: int, name: str) -> nn.Dense:
-  """A bias-free projection, init normal(width^-0.5) (openai CLIP)."""
-  return nn.Dense(embed_dim, use_bias=False,
+  """A bias-free projection, init normal(width^-0.5) (openai CLIP), computed
+  in float32 whatever the towers' dtype: its output is the loss input, scaled
+  by up to 100 before the softmax (`jssl.precision`, point 3)."""
+  return nn.Dense(embed_dim, use_bias=False, dtype=precision.LOSS_DTYPE,
+                  param_dtype=precision.PARAM_DTYPE,
                   kernel_init=nn.initializers.normal(width ** -0.5), name=name)
 
 
@@ -183,6 +186,10 @@ def forward(towers: Towers, params: dict, image_vars: dict, images, text, *,
     out["txt_tokens"] = project(towers.text_proj, params, "text_proj",
                                 tfeats["tokens"].astype(jnp.float32))
     out["txt_mask"] = tfeats["mask"]
+  # Loss inputs in float32 (jssl.precision).
+  for key in ("img", "txt", "img_tokens", "txt_tokens"):
+    if key in out:
+      out[key] = precision.cast_to_f32(out[key])
   return out
 
 

@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jssl import errors, losses, models, sharding
+from jssl import errors, losses, models, precision, sharding
 from jssl.methods import base, common
 from jssl.methods.base import Method
 from jssl.models.vit import MAEDecoder
@@ -172,6 +172,7 @@ def make(config, length=None) -> Method:
     keep, mask = random_masking(key, x, _num_patches(x), mask_ratio)
     feats, pred = net(x.shape[-1]).apply({"params": params}, x, keep)
     target = losses.patchify(x, p)
+    pred, target = precision.cast_to_f32((pred, target))   # loss inputs in float32
     value = losses.mae(pred, target, mask, norm_pix_loss=norm_pix)
     h = feats["pre_logits"].astype(jnp.float32)
     metrics = {

@@ -61,7 +61,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jssl import errors, losses, schedules
+from jssl import errors, losses, precision, schedules
 from jssl.methods import base, common
 from jssl.methods.base import Method, require_length
 
@@ -136,7 +136,8 @@ def make(config, length=None) -> Method:
         train=True, mutable=["batch_stats"])
     # The key network is not trained by this loss (MoCo computes keys under
     # no_grad); theta_k moves only by the EMA in update_state.
-    k = jax.lax.stop_gradient(k)
+    # Loss inputs in float32 (jssl.precision); the queue stores float32 keys.
+    q, k = precision.cast_to_f32((q, jax.lax.stop_gradient(k)))
     queues = method_state["queues"]
     if symmetric:
       q1, q2, k1, k2 = q[:b], q[b:], k[:b], k[b:]

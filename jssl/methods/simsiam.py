@@ -26,7 +26,7 @@ Deviations from the official recipe, and why:
 """
 from __future__ import annotations
 
-from jssl import losses
+from jssl import losses, precision
 from jssl.methods import base, common
 from jssl.methods.base import Method
 
@@ -54,6 +54,7 @@ def make(config, length=None) -> Method:
         views)
     # losses.simsiam applies the stop-gradient to z (the builder's
     # z.detach()): each branch is a fixed target for the other's predictor.
+    p, z = precision.cast_to_f32((p, z))   # loss inputs in float32
     value = losses.simsiam(p[0], p[1], z[0], z[1])
     metrics = {"repr_std": common.feature_std(h[0]), base.PROBE_FEATURES: h[0],
                # Chen & He Fig. 2: std of the normalised projector output,

@@ -74,7 +74,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jssl import errors, losses, models
+from jssl import errors, losses, models, precision
 from jssl.methods import base, common
 from jssl.methods.base import Method
 
@@ -98,8 +98,11 @@ class Prototypes(nn.Module):
 
   @nn.compact
   def __call__(self, z):
+    # float32 whatever the compute dtype: the scores are divided by the
+    # temperature and fed to Sinkhorn and a softmax (jssl.precision).
     w = self.param("kernel", nn.initializers.lecun_normal(),
-                   (z.shape[-1], self.num_prototypes), jnp.float32)
+                   (z.shape[-1], self.num_prototypes), precision.PARAM_DTYPE)
+    z = z.astype(precision.LOSS_DTYPE)
     return z @ unit_columns(w, stop_norm_gradient=True)
 
 
@@ -117,7 +120,7 @@ class SwAVNet(nn.Module):
   def __call__(self, groups: Sequence[jax.Array], *, train: bool):
     h = jnp.concatenate(
         [self.encoder(x, train=train)["pre_logits"] for x in groups], axis=0)
-    z = self.projector(h, train=train).astype(jnp.float32)
+    z = self.projector(h, train=train).astype(precision.LOSS_DTYPE)
     z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, -1, keepdims=True), 1e-24))
     return h, z, Prototypes(self.num_prototypes, name=PROTOTYPES)(z)
 
@@ -165,7 +168,7 @@ def make(config, length=None) -> Method:
   temperature, epsilon = float(lc.temperature), float(lc.epsilon)
   iters = int(lc.sinkhorn_iterations)
   encoder = models.make_encoder(config.model)
-  net = SwAVNet(encoder=encoder, projector=models.make_projector(config.projector),
+  net = SwAVNet(encoder=encoder, projector=common.projector_of(config),
                 num_prototypes=int(config.swav.num_prototypes))
   emb_dim = int(config.projector.out_dim)
   num_views = NUM_GLOBAL + num_local
@@ -192,7 +195,7 @@ def make(config, length=None) -> Method:
     (h, z, s), new_vars = net.apply(
         {"params": params, "batch_stats": method_state["batch_stats"]},
         groups_of(views), train=True, mutable=["batch_stats"])
-    scores = s.reshape(num_views, b, -1)
+    scores = precision.cast_to_f32(s).reshape(num_views, b, -1)   # loss input
     high, low = scores[:NUM_GLOBAL], (scores[NUM_GLOBAL:] if num_local else None)
     value, codes = losses.swav(high, low, temperature=temperature, epsilon=epsilon,
                                num_iters=iters)

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
+from jssl import precision
+
 Padding = Union[str, int, Sequence[tuple[int, int]]]
 _DIMS = ("NHWC", "HWIO", "NHWC")
 CONV_IMPLS = ("auto", "xla", "matmul")
@@ -159,7 +161,7 @@ class Conv(nn.Module):
     padding: 'SAME', 'VALID', an int, or `((lo_h, hi_h), (lo_w, hi_w))`.
     use_bias: add a `bias [Co]` parameter.
     dtype: compute dtype (inputs and kernel are cast to it); None keeps x's dtype.
-    param_dtype: parameter storage dtype.
+    param_dtype: parameter storage dtype (float32: `jssl.precision`).
     kernel_init / bias_init: initialisers.
     conv_impl: 'auto' | 'xla' | 'matmul', see `conv2d`.
   """
@@ -169,7 +171,7 @@ class Conv(nn.Module):
   padding: Padding = "SAME"
   use_bias: bool = True
   dtype: Any = None
-  param_dtype: Any = jnp.float32
+  param_dtype: Any = precision.PARAM_DTYPE
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = nn.initializers.zeros
   conv_impl: str = "auto"

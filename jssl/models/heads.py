@@ -12,6 +12,11 @@ optional BatchNorm:
     affine (`last_bn_scale=False, last_bn_center=False`); predictor
     Linear(512)-BN-ReLU-Linear(2048).
 A Linear followed by BN carries no bias (BN's shift makes it redundant).
+
+Precision (`jssl.precision`): the hidden blocks compute in `dtype`, the output
+Linear (and its BN) in `out_dtype`, float32 by default: it produces the loss
+input, costs < 1% of the network's FLOPs, and its output is divided by a small
+temperature before a softmax. Parameters and BN statistics are float32.
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+from jssl import precision
 
 BN_MOMENTUM = 0.9
 BN_EPS = 1e-5
@@ -34,7 +41,8 @@ class MLPHead(nn.Module):
     use_bn: BatchNorm after every hidden Linear.
     last_bn: BatchNorm after the output Linear.
     last_bn_scale / last_bn_center: learnable scale / shift of that output BN.
-    dtype: compute dtype; params are float32.
+    dtype: compute dtype of the hidden blocks; params are float32.
+    out_dtype: compute dtype of the output Linear (+BN), float32 by policy.
 
   Call: `__call__(x [B, D], *, train) -> [B, P]`; with BN and `train=True` pass
   `mutable=['batch_stats']` to `apply`.
@@ -46,23 +54,30 @@ class MLPHead(nn.Module):
   last_bn_scale: bool = True
   last_bn_center: bool = False
   dtype: Any = jnp.float32
+  out_dtype: Any = precision.LOSS_DTYPE
 
-  def _bn(self, train, name, use_scale=True, use_bias=True):
+  def _bn(self, train, name, use_scale=True, use_bias=True, dtype=None):
+    # Statistics and normalisation in float32; output in `dtype`.
     return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
-                        use_scale=use_scale, use_bias=use_bias, dtype=self.dtype, name=name)
+                        use_scale=use_scale, use_bias=use_bias, dtype=dtype or self.dtype,
+                        param_dtype=precision.PARAM_DTYPE, force_float32_reductions=True,
+                        name=name)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     if x.ndim != 2:
       raise ValueError(f"MLPHead expects x [B, D], got shape {x.shape}")
     for i, width in enumerate(self.hidden_dims):
-      x = nn.Dense(width, use_bias=not self.use_bn, dtype=self.dtype, name=f"linear{i + 1}")(x)
+      x = nn.Dense(width, use_bias=not self.use_bn, dtype=self.dtype,
+                   param_dtype=precision.PARAM_DTYPE, name=f"linear{i + 1}")(x)
       if self.use_bn:
         x = self._bn(train, f"bn{i + 1}")(x)
       x = nn.relu(x)
-    x = nn.Dense(self.out_dim, use_bias=not self.last_bn, dtype=self.dtype, name="out")(x)
+    x = nn.Dense(self.out_dim, use_bias=not self.last_bn, dtype=self.out_dtype,
+                 param_dtype=precision.PARAM_DTYPE, name="out")(x)
     if self.last_bn:
-      x = self._bn(train, "out_bn", self.last_bn_scale, self.last_bn_center)(x)
+      x = self._bn(train, "out_bn", self.last_bn_scale, self.last_bn_center,
+                   dtype=self.out_dtype)(x)
     return x
 
 

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jssl import precision
 from jssl.models.conv import Conv
 
 BN_MOMENTUM = 0.9  # running = 0.9 * running + 0.1 * batch (torch momentum 0.1)
@@ -45,12 +46,15 @@ class _Layers(nn.Module):
   def conv(self, features, kernel, strides=1, name=None):
     pad = kernel // 2
     return Conv(features, (kernel, kernel), (strides, strides), ((pad, pad), (pad, pad)),
-                use_bias=False, dtype=self.dtype, kernel_init=CONV_INIT,
-                conv_impl=self.conv_impl, name=name)
+                use_bias=False, dtype=self.dtype, param_dtype=precision.PARAM_DTYPE,
+                kernel_init=CONV_INIT, conv_impl=self.conv_impl, name=name)
 
   def norm(self, train, zero_init=False, name=None):
+    # Statistics, running averages and the normalisation in float32, output in
+    # the compute dtype (jssl.precision, point 3).
     return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
-                        dtype=self.dtype,
+                        dtype=self.dtype, param_dtype=precision.PARAM_DTYPE,
+                        force_float32_reductions=True,
                         scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
                         name=name)
 
@@ -104,7 +108,8 @@ class ResNet(_Layers):
       has width * 2**s channels (x4 at the output of bottleneck blocks).
     stem: 'cifar' or 'imagenet'.
     zero_init_residual: zero-init the last BN scale of every residual branch.
-    dtype: compute dtype (e.g. jnp.bfloat16 on accelerators); params stay float32.
+    dtype: compute dtype (e.g. jnp.bfloat16 on accelerators); params and batch
+      statistics stay float32, BN normalises in float32 (`jssl.precision`).
     conv_impl: 'auto' | 'xla' | 'matmul' (see `jssl.models.conv`).
 
   Call: `apply(variables, x, train=bool, mutable=['batch_stats'] if train)`, x
