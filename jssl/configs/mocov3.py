@@ -56,6 +56,17 @@ imagenet_vit  MoCo v3 ViT-S/16 (CONFIG.md "ViT-Small"): batch 4096, AdamW
             random patch projection (frozen patch embedding, Sec. 4.2),
             BYOL views, crop scale 0.08-1, fixed 2-D sin-cos positions.
             Expected: 73.2% top-1 linear (moco-v3 CONFIG.md; paper Table 4).
+            Per device (80 GB GPU, --config.model.dtype=bfloat16): 256 images
+            (x 2 views), remat 'none': 4096 = 16 devices x 256. Estimate:
+            XLA's compile-time memory analysis of this train step for one
+            device's share, compiled on CPU from abstract shapes (jax 0.10.2;
+            tests/models/test_vit_accelerator.py, by hand): temp
+            61,493,004,032 + arguments 758,511,640 bytes = 62.3 GB at 256
+            (31.6 GB at 128). XLA:CPU keeps bf16 intermediates in float32 in
+            places: an upper bound. --config.model.remat=block frees the
+            encoder activations kept for the backward pass (jax's vjp
+            residuals: ~74 MB per view 'none' -> ~3 MB 'block'); XLA:CPU's
+            analysis does not show that saving.
 
 cifar10_vit  ViT-S/4 (8 x 8 patches of 4 px) on CIFAR-10 with the ImageNet
             ViT recipe at 32 px (batch 512, AdamW lr 1.5e-4 x B/256, wd 0.1,
@@ -142,6 +153,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        trust_coefficient=1e-3, warmup_epochs=10.0)
     if preset == "imagenet_vit":
       _vit(c, "vit_small", patch=16)
+      # 80 GB: 16 devices x 256 (docstring).
+      c.model.update(dict(attention_impl="auto", remat="none"))
       c.views.crop.scale = (0.08, 1.0)  # ViT recipes keep the default
   else:  # quickstart, smoke
     runbook.digits_data(c, recipes.byol_recipe, smoke=preset == "smoke")

@@ -33,9 +33,9 @@ __all__ = ["Conv", "conv2d", "MLPHead", "ResNet", "VARIANTS", "ViT", "VIT_VARIAN
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _ENCODER_KEYS = ("name", "stem", "dtype", "width_multiplier", "conv_impl", "zero_init_residual")
 _VIT_KEYS = ("name", "patch_size", "dtype", "pos_embed", "pool", "width", "depth", "num_heads",
-             "mlp_ratio")
+             "mlp_ratio", "attention_impl", "remat")
 _TEXT_KEYS = ("name", "vocab_size", "causal", "pool", "dtype", "width", "depth", "num_heads",
-              "mlp_ratio")
+              "mlp_ratio", "attention_impl", "remat")
 _HEAD_KEYS = ("hidden_dims", "out_dim", "use_bn", "last_bn", "last_bn_scale", "last_bn_center",
               "dtype")
 
@@ -75,7 +75,11 @@ def make_encoder(cfg: Mapping[str, Any]) -> ResNet | ViT:
       ViT: `name` in VIT_VARIANTS ('vit_tiny', 'vit_small', 'vit_base', test-only
       'vit_test'); optional `patch_size` (16; 4 for 32 px inputs), `dtype`,
       `pos_embed` ('sincos' default | 'learned'), `pool` ('cls' default | 'gap'),
-      `width` / `depth` / `num_heads` / `mlp_ratio` (override the variant's).
+      `width` / `depth` / `num_heads` / `mlp_ratio` (override the variant's),
+      `attention_impl` ('auto' default | 'xla' | 'cudnn': the
+      `jax.nn.dot_product_attention` implementation, `vit.resolve_attention_impl`),
+      `remat` ('none' default | 'block' | 'dots': rematerialisation of each
+      block, `vit.remat_block`).
 
   Returns:
     An unbound Flax module.
@@ -120,7 +124,8 @@ def make_text_encoder(cfg: Mapping[str, Any], *, vocab_size: int | None = None) 
     cfg: `name` in ('tiny', 'S', 'B'; `jssl.models.text.SIZES`), `vocab_size`
       (0 = take `vocab_size` from the argument, i.e. the tokenizer's),
       `causal` (True: CLIP), `pool` ('eos' | 'mean' | 'cls'), `dtype`;
-      optional `width` / `depth` / `num_heads` / `mlp_ratio` overrides.
+      optional `width` / `depth` / `num_heads` / `mlp_ratio` overrides,
+      `attention_impl` and `remat` (as the ViT's).
     vocab_size: the tokenizer's vocabulary size, used when `cfg.vocab_size`
       is 0 or absent.
 

@@ -18,9 +18,12 @@ embedding -> pre-norm transformer blocks -> final LayerNorm, with two options:
                 'mean' over the non-pad tokens or 'cls' (the first token, BOS).
                 'eos' works here as well.
 
-Block: the pre-norm block of `jssl.models.vit` (LayerNorm eps 1e-6 -> MSA ->
-residual; LayerNorm -> 4x MLP, exact GELU -> residual; q/v/out biases, no key
-bias: see `vit.SelfAttention`), with an attention mask. Deviations from openai
+Block: the pre-norm block of `jssl.models.vit` (`vit.Block`: LayerNorm eps 1e-6
+-> MSA -> residual; LayerNorm -> 4x MLP, exact GELU -> residual; q/v/out biases,
+no key bias: see `vit.SelfAttention`), its attention by
+`jax.nn.dot_product_attention` with `is_causal` (causal=True) or a key padding
+mask (causal=False); `attention_impl` and `remat` as the ViT's
+(`vit.resolve_attention_impl`, `vit.remat_block`). Deviations from openai
 CLIP: exact GELU instead of QuickGELU (open_clip's default for new models and
 big_vision's), LayerNorm eps 1e-6 (CLIP: 1e-5), xavier-uniform Dense kernels
 (CLIP: normal with std width^-0.5 scaled by depth).
@@ -49,10 +52,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import linen as nn
 
-from jssl.models.vit import LN_EPS, XAVIER
+from jssl.models.vit import LN_EPS, Block, check_attention_config, remat_block
 
 # name: (width, depth, heads); see the module docstring for the sources.
 SIZES = {
@@ -61,7 +63,6 @@ SIZES = {
     "B": (512, 12, 8),
 }
 POOLS = ("eos", "mean", "cls")
-_NEG = -1e30   # masked logits (float32); exp underflows to exactly 0
 
 
 def eos_index(tokens: jax.Array) -> jax.Array:
@@ -70,52 +71,11 @@ def eos_index(tokens: jax.Array) -> jax.Array:
   return jnp.max(jnp.where(tokens != 0, pos, 0), axis=-1)
 
 
-class MaskedSelfAttention(nn.Module):
-  """`vit.SelfAttention` (same parameters: query, key (no bias), value, out)
-  with a boolean mask `[B, 1 or H, L, L]` (True = may attend). Softmax in
-  float32 whatever the compute dtype."""
-  num_heads: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, mask):
-    b, n, d = x.shape
-    h = self.num_heads
-    dense = lambda name, bias=True: nn.Dense(  # noqa: E731
-        d, use_bias=bias, dtype=self.dtype, kernel_init=XAVIER, name=name)
-    q = dense("query")(x).reshape(b, n, h, d // h)
-    k = dense("key", bias=False)(x).reshape(b, n, h, d // h)
-    v = dense("value")(x).reshape(b, n, h, d // h)
-    logits = jnp.einsum("bqhc,bkhc->bhqk", q, k).astype(jnp.float32) / np.sqrt(d // h)
-    logits = jnp.where(mask, logits, _NEG)
-    attn = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    y = jnp.einsum("bhqk,bkhc->bqhc", attn, v).reshape(b, n, d)
-    return dense("out")(y)
-
-
-class TextBlock(nn.Module):
-  """`vit.Block` with an attention mask: x + MSA(LN(x)); x + MLP(LN(x))."""
-  num_heads: int
-  mlp_ratio: float = 4.0
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, mask):
-    d = x.shape[-1]
-    y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm1")(x)
-    x = x + MaskedSelfAttention(self.num_heads, self.dtype, name="attn")(y, mask)
-    y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm2")(x)
-    y = nn.Dense(int(d * self.mlp_ratio), dtype=self.dtype, kernel_init=XAVIER,
-                 name="mlp_fc1")(y)
-    y = nn.gelu(y, approximate=False)
-    y = nn.Dense(d, dtype=self.dtype, kernel_init=XAVIER, name="mlp_fc2")(y)
-    return x + y
-
-
 class TextTransformer(nn.Module):
   """Text tower (module docstring). Attributes: `vocab_size`, `width`,
   `depth`, `num_heads`, `mlp_ratio`, `causal`, `pool` ('eos' | 'mean' |
-  'cls'), `dtype` (compute; params stay float32)."""
+  'cls'), `dtype` (compute; params stay float32), `attention_impl`
+  ('auto' | 'xla' | 'cudnn'), `remat` ('none' | 'block' | 'dots')."""
   vocab_size: int
   width: int = 512
   depth: int = 12
@@ -124,6 +84,8 @@ class TextTransformer(nn.Module):
   causal: bool = True
   pool: str = "eos"
   dtype: Any = jnp.float32
+  attention_impl: str = "auto"
+  remat: str = "none"
 
   @property
   def feature_dim(self) -> int:
@@ -145,14 +107,14 @@ class TextTransformer(nn.Module):
                  dtype=self.dtype, name="token_embed")(tokens)
     pos = self.param("pos_embedding", nn.initializers.normal(0.01), (1, n, self.width))
     x = x + pos.astype(self.dtype)
-    if self.causal:
-      # Query q sees keys k <= q; the padding follows the EOS, so no query at
-      # or before the EOS sees it.
-      mask = jnp.tril(jnp.ones((n, n), bool))[None, None]
-    else:
-      mask = valid[:, None, None, :]   # every query sees the non-pad keys
+    # causal: query q sees keys k <= q; the padding follows the EOS, so no
+    # query at or before the EOS sees it. Bidirectional: every query sees the
+    # non-pad keys.
+    key_valid = None if self.causal else valid
+    block = remat_block(Block, self.remat)
     for i in range(self.depth):
-      x = TextBlock(self.num_heads, self.mlp_ratio, self.dtype, name=f"block{i + 1}")(x, mask)
+      x = block(self.num_heads, self.mlp_ratio, self.dtype, self.attention_impl, self.causal,
+                name=f"block{i + 1}")(x, key_valid)
     x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(x)
     xf = x.astype(jnp.float32)
     if self.pool == "eos":
@@ -168,7 +130,8 @@ class TextTransformer(nn.Module):
 def text_transformer(name: str, *, vocab_size: int, causal: bool = True, pool: str = "eos",
                      dtype: Any = jnp.float32, width: int | None = None,
                      depth: int | None = None, num_heads: int | None = None,
-                     mlp_ratio: float = 4.0) -> TextTransformer:
+                     mlp_ratio: float = 4.0, attention_impl: str = "auto",
+                     remat: str = "none") -> TextTransformer:
   """A named size (`SIZES`); width / depth / heads override it."""
   if name not in SIZES:
     raise ValueError(f"unknown text model size {name!r}; available: {', '.join(SIZES)}")
@@ -180,6 +143,7 @@ def text_transformer(name: str, *, vocab_size: int, causal: bool = True, pool: s
   d, l, h = width or d, depth or l, num_heads or h
   if d % h:
     raise ValueError(f"text model width {d} is not divisible by num_heads {h}")
+  check_attention_config(attention_impl, remat, dtype)
   return TextTransformer(vocab_size=int(vocab_size), width=d, depth=l, num_heads=h,
                          mlp_ratio=float(mlp_ratio), causal=bool(causal), pool=pool,
-                         dtype=dtype)
+                         dtype=dtype, attention_impl=attention_impl, remat=remat)

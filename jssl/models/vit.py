@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from jssl.errors import ConfigError
 from jssl.patches import patchify
 
 LN_EPS = 1e-6   # MAE / MoCo v3 / DINO: partial(nn.LayerNorm, eps=1e-6)
@@ -52,6 +53,10 @@ _VARIANTS = {
     "vit_test": (32, 2, 2),
 }
 VARIANTS = tuple(_VARIANTS)
+# `attention_impl` config values (`resolve_attention_impl`) and `remat`
+# policies (`remat_block`).
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+REMATS = ("none", "block", "dots")
 
 
 def sincos_2d(width: int, grid_h: int, grid_w: int) -> np.ndarray:
@@ -76,19 +81,73 @@ def sincos_2d(width: int, grid_h: int, grid_w: int) -> np.ndarray:
   return np.concatenate([embed(cols), embed(rows)], axis=1).astype(np.float32)
 
 
+def resolve_attention_impl(impl: str, *, dtype: Any, head_dim: int,
+                           backend: str | None = None) -> str | None:
+  """The `implementation=` of `jax.nn.dot_product_attention` for a config value.
+
+  'xla' -> 'xla'; 'cudnn' -> 'cudnn' (cuDNN flash attention; jax raises at
+  trace time off CUDA or when the shapes/dtype are unsupported); 'auto' ->
+  'cudnn' on a CUDA GPU when the compute dtype is bfloat16/float16 and the
+  head dim is a multiple of 8 and <= 128 (jax 0.10 `jax/_src/cudnn/
+  fused_attention_stablehlo.py`, `check_layout` / `check_is_flash_attention`:
+  Q/K/V fp16/bf16/fp8 only; head dim <= 128 before Hopper, <= 256 from
+  Hopper, multiple of 8), else None. jax 0.10's None is XLA's own attention
+  (`dot_product_attention`: "defaults to `None`, which currently falls back
+  to `xla`"), so 'auto' picks cuDNN itself where it is known to apply.
+  """
+  if impl not in ATTENTION_IMPLS:
+    raise ConfigError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+  if impl != "auto":
+    return impl
+  backend = jax.default_backend() if backend is None else backend
+  if (backend in ("gpu", "cuda") and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+      and head_dim % 8 == 0 and head_dim <= 128):
+    return "cudnn"
+  return None
+
+
+def attention(q, k, v, *, impl: str | None, is_causal: bool = False,
+              key_valid: jax.Array | None = None) -> jax.Array:
+  """softmax(q k^T / sqrt(H)) v over `[B, T, N, H]` q/k/v (jax layout) by
+  `jax.nn.dot_product_attention(..., implementation=impl)`.
+
+  `is_causal`: query t sees keys s <= t. `key_valid` `[B, S]` bool: keys that
+  may be attended (False = padding). XLA gets it as a boolean mask
+  `[B, 1, 1, S]`; cuDNN gets `key_value_seq_lengths` = its row sums (a dense
+  mask would become a materialised bias there), which is the same mask when
+  the padding is a suffix of the row, as jssl's tokenizers make it. The logits
+  and softmax are float32 for every dtype (XLA: `preferred_element_type`
+  float32, softmax in float32; cuDNN: float32 accumulation).
+  """
+  kw = {}
+  if key_valid is not None:
+    if impl == "cudnn":
+      kw["key_value_seq_lengths"] = jnp.sum(key_valid, axis=-1, dtype=jnp.int32)
+    else:
+      kw["mask"] = key_valid[:, None, None, :]
+  return jax.nn.dot_product_attention(q, k, v, is_causal=is_causal, implementation=impl, **kw)
+
+
 class SelfAttention(nn.Module):
   """Multi-head self-attention (Vaswani et al. 2017) with q / k / v / out Dense
-  layers. The key projection has NO bias: a key bias adds q . b_k to every
+  layers, the attention itself by `jax.nn.dot_product_attention` (`attention`;
+  `attention_impl` 'auto' | 'xla' | 'cudnn', see `resolve_attention_impl`).
+  The key projection has NO bias: a key bias adds q . b_k to every
   logit of a query's row, which softmax cancels, so its gradient is zero in
   exact arithmetic and float noise in practice -- noise Adam rescales into
   lr-sized random steps (seen as 1-vs-8-device mismatches). timm's qkv Linear
   carries it (D parameters per block more); the function class is the same.
-  The softmax runs in float32 whatever the compute dtype."""
+  The softmax runs in float32 whatever the compute dtype.
+
+  Call: `(x [B, N, D], key_valid=None [B, N] bool)`; `is_causal` (attribute)
+  masks keys after the query (the text tower's CLIP mode)."""
   num_heads: int
   dtype: Any = jnp.float32
+  attention_impl: str = "auto"
+  is_causal: bool = False
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, key_valid=None):
     b, n, d = x.shape
     h = self.num_heads
     dense = lambda name, bias=True: nn.Dense(  # noqa: E731
@@ -96,23 +155,27 @@ class SelfAttention(nn.Module):
     q = dense("query")(x).reshape(b, n, h, d // h)
     k = dense("key", bias=False)(x).reshape(b, n, h, d // h)
     v = dense("value")(x).reshape(b, n, h, d // h)
-    logits = jnp.einsum("bqhc,bkhc->bhqk", q, k).astype(jnp.float32) / np.sqrt(d // h)
-    attn = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    y = jnp.einsum("bhqk,bkhc->bqhc", attn, v).reshape(b, n, d)
-    return dense("out")(y)
+    impl = resolve_attention_impl(self.attention_impl, dtype=q.dtype, head_dim=d // h)
+    y = attention(q, k, v, impl=impl, is_causal=self.is_causal, key_valid=key_valid)
+    return dense("out")(y.reshape(b, n, d))
 
 
 class Block(nn.Module):
-  """Pre-norm transformer block (timm `Block`): x + MSA(LN(x)); x + MLP(LN(x))."""
+  """Pre-norm transformer block (timm `Block`): x + MSA(LN(x)); x + MLP(LN(x)).
+
+  Call: `(x [B, N, D], key_valid=None [B, N] bool)` (see `SelfAttention`)."""
   num_heads: int
   mlp_ratio: float = 4.0
   dtype: Any = jnp.float32
+  attention_impl: str = "auto"
+  is_causal: bool = False
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, key_valid=None):
     d = x.shape[-1]
     y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm1")(x)
-    y = SelfAttention(self.num_heads, self.dtype, name="attn")(y)
+    y = SelfAttention(self.num_heads, self.dtype, self.attention_impl, self.is_causal,
+                      name="attn")(y, key_valid)
     x = x + y
     y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm2")(x)
     y = nn.Dense(int(d * self.mlp_ratio), dtype=self.dtype, kernel_init=XAVIER,
@@ -121,6 +184,30 @@ class Block(nn.Module):
     y = nn.gelu(y, approximate=False)
     y = nn.Dense(d, dtype=self.dtype, kernel_init=XAVIER, name="mlp_fc2")(y)
     return x + y
+
+
+def remat_block(block_cls: type[nn.Module], remat: str) -> type[nn.Module]:
+  """`block_cls` under the rematerialisation policy `remat` (`REMATS`).
+
+  'none': every activation of the backward pass is kept (fastest, most
+  memory). 'block': `nn.remat` with `jax.checkpoint_policies.nothing_saveable`
+  -- only each block's input survives the forward pass and the block is
+  recomputed in the backward pass (~1/3 more FLOPs per step). 'dots': `nn.remat`
+  with `jax.checkpoint_policies.dots_with_no_batch_dims_saveable` -- the
+  outputs of the Dense layers (matmuls without batch dimensions) are kept, the
+  attention matrices, softmax, LayerNorm and GELU outputs are recomputed.
+  (Policy names: `jax.checkpoint_policies` in jax 0.10, which also has
+  `everything_saveable`, `dots_saveable`, `save_only_these_names`, ...; see the
+  JAX docs "Gradient checkpointing with jax.checkpoint".) Parameter names are
+  those of the plain block, so checkpoints load under any policy.
+  """
+  if remat not in REMATS:
+    raise ConfigError(f"remat must be one of {REMATS}, got {remat!r}")
+  if remat == "none":
+    return block_cls
+  policy = (jax.checkpoint_policies.nothing_saveable if remat == "block"
+            else jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+  return nn.remat(block_cls, policy=policy)
 
 
 def _gather_tokens(x, keep_indices):
@@ -142,6 +229,8 @@ class ViT(nn.Module):
     pool: 'cls' (default; the cls token after the final norm) or 'gap' (mean
       of the normed patch tokens) gives 'pre_logits'.
     dtype: compute dtype; params stay float32.
+    attention_impl: 'auto' (default) | 'xla' | 'cudnn' (`resolve_attention_impl`).
+    remat: 'none' (default) | 'block' | 'dots' (`remat_block`).
 
   Call: `apply(variables, x [B, H, W, C], train=bool, keep_indices=None)`.
   No batch norm, so there are no 'batch_stats' and `train` changes nothing
@@ -157,6 +246,8 @@ class ViT(nn.Module):
   pos_embed: str = "sincos"
   pool: str = "cls"
   dtype: Any = jnp.float32
+  attention_impl: str = "auto"
+  remat: str = "none"
 
   @property
   def feature_dim(self) -> int:
@@ -192,8 +283,10 @@ class ViT(nn.Module):
     # The cls token's position embedding is zero (MAE), so it is added as is.
     seq = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (b, 1, self.width)),
                            tokens], axis=1)
+    block = remat_block(Block, self.remat)
     for i in range(self.depth):
-      seq = Block(self.num_heads, self.mlp_ratio, self.dtype, name=f"block{i + 1}")(seq)
+      seq = block(self.num_heads, self.mlp_ratio, self.dtype, self.attention_impl,
+                  name=f"block{i + 1}")(seq)
     seq = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(seq)
     out = {"cls": seq[:, 0], "tokens": seq[:, 1:]}
     # Pool in float32: a mean over N tokens loses bits in bfloat16.
@@ -211,6 +304,7 @@ class MAEDecoder(nn.Module):
 
   Call: `(encoded [B, 1 + K, D_enc] (cls first), keep_indices [B, K],
   grid (gh, gw)) -> [B, N, p*p*C]` predictions for every patch (cls dropped).
+  `attention_impl` and `remat` as in `ViT`.
   """
   width: int = 512
   depth: int = 8
@@ -218,6 +312,8 @@ class MAEDecoder(nn.Module):
   mlp_ratio: float = 4.0
   out_dim: int = 768    # p * p * C
   dtype: Any = jnp.float32
+  attention_impl: str = "auto"
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, encoded, keep_indices, grid):
@@ -235,8 +331,10 @@ class MAEDecoder(nn.Module):
     pos = jnp.asarray(sincos_2d(self.width, gh, gw))[None].astype(x.dtype)
     # cls keeps a zero position embedding, as in the encoder.
     x = jnp.concatenate([x[:, :1], full + pos], axis=1)
+    block = remat_block(Block, self.remat)
     for i in range(self.depth):
-      x = Block(self.num_heads, self.mlp_ratio, self.dtype, name=f"block{i + 1}")(x)
+      x = block(self.num_heads, self.mlp_ratio, self.dtype, self.attention_impl,
+                name=f"block{i + 1}")(x)
     x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(x)
     x = nn.Dense(self.out_dim, dtype=self.dtype, kernel_init=XAVIER, name="pred")(x)
     return x[:, 1:].astype(jnp.float32)
@@ -245,8 +343,11 @@ class MAEDecoder(nn.Module):
 def vit(name: str, *, patch_size: int = 16, pos_embed: str = "sincos",
         pool: str = "cls", dtype: Any = jnp.float32, width: int | None = None,
         depth: int | None = None, num_heads: int | None = None,
-        mlp_ratio: float = 4.0) -> ViT:
-  """Builds a named ViT variant (see `VARIANTS`); width/depth/heads override it."""
+        mlp_ratio: float = 4.0, attention_impl: str = "auto", remat: str = "none") -> ViT:
+  """Builds a named ViT variant (see `VARIANTS`); width/depth/heads override it.
+
+  `attention_impl` ('auto' | 'xla' | 'cudnn') and `remat` ('none' | 'block' |
+  'dots'): see `resolve_attention_impl` and `remat_block`."""
   if name not in _VARIANTS:
     raise ValueError(f"unknown ViT {name!r}; available: {', '.join(VARIANTS)}")
   d, l, h = _VARIANTS[name]
@@ -257,5 +358,19 @@ def vit(name: str, *, patch_size: int = 16, pos_embed: str = "sincos",
     raise ValueError(f"pool must be 'cls' or 'gap', got {pool!r}")
   if pos_embed not in ("sincos", "learned"):
     raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
+  check_attention_config(attention_impl, remat, dtype)
   return ViT(width=d, depth=l, num_heads=h, mlp_ratio=float(mlp_ratio),
-             patch_size=int(patch_size), pos_embed=pos_embed, pool=pool, dtype=dtype)
+             patch_size=int(patch_size), pos_embed=pos_embed, pool=pool, dtype=dtype,
+             attention_impl=attention_impl, remat=remat)
+
+
+def check_attention_config(attention_impl: str, remat: str, dtype: Any) -> None:
+  """Build-time checks of the `attention_impl` / `remat` config keys: one-line
+  `ConfigError`s instead of a failure deep inside tracing."""
+  if attention_impl not in ATTENTION_IMPLS:
+    raise ConfigError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {attention_impl!r}")
+  if remat not in REMATS:
+    raise ConfigError(f"remat must be one of {REMATS}, got {remat!r}")
+  if attention_impl == "cudnn" and jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+    raise ConfigError(f"attention_impl='cudnn' needs dtype bfloat16 or float16 (cuDNN flash "
+                      f"attention), got {jnp.dtype(dtype).name}; use 'auto' or 'xla'")

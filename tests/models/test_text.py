@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jssl import models
-from jssl.models import text
+from jssl.models import text, vit
 
 
 def _tokens():
@@ -88,3 +88,70 @@ def test_bad_configs():
     models.make_text_encoder(dict(name="tiny", vocab_size=10, widht=3))
   with pytest.raises(ValueError, match="vocab_size"):
     models.make_text_encoder(dict(name="tiny", vocab_size=0))
+
+
+# --- attention through jax.nn.dot_product_attention, remat (issue 16, part 4) ------------------
+
+def _einsum_attention(q, k, v, *, impl, is_causal=False, key_valid=None):
+  """The text tower's attention before jax.nn.dot_product_attention: a dense
+  boolean mask (tril when causal, the non-pad keys otherwise), -1e30, f32 softmax."""
+  del impl
+  n = q.shape[1]
+  logits = jnp.einsum("bqhc,bkhc->bhqk", q, k).astype(jnp.float32) / np.sqrt(q.shape[-1])
+  mask = (jnp.tril(jnp.ones((n, n), bool))[None, None] if is_causal
+          else key_valid[:, None, None, :])
+  attn = jax.nn.softmax(jnp.where(mask, logits, -1e30), axis=-1).astype(q.dtype)
+  return jnp.einsum("bhqk,bkhc->bqhc", attn, v)
+
+
+_BLOCK = {"attn": {"query": {"kernel": (32, 32), "bias": (32,)}, "key": {"kernel": (32, 32)},
+                   "value": {"kernel": (32, 32), "bias": (32,)},
+                   "out": {"kernel": (32, 32), "bias": (32,)}},
+          "norm1": {"scale": (32,), "bias": (32,)}, "norm2": {"scale": (32,), "bias": (32,)},
+          "mlp_fc1": {"kernel": (32, 128), "bias": (128,)},
+          "mlp_fc2": {"kernel": (128, 32), "bias": (32,)}}
+# The tiny tower's parameter tree before this change: checkpoints still load.
+_TINY_TREE = {"token_embed": {"embedding": (20, 32)}, "pos_embedding": (1, 8, 32),
+              "block1": _BLOCK, "block2": _BLOCK, "norm": {"scale": (32,), "bias": (32,)}}
+
+
+@pytest.mark.parametrize("causal,pool", [(True, "eos"), (False, "mean")])
+@pytest.mark.parametrize("remat", ["none", "block"])
+def test_dot_product_attention_equals_einsum_tree_unchanged(causal, pool, remat, monkeypatch):
+  m = _model(causal=causal, pool=pool, remat=remat, attention_impl="xla")
+  tok = _tokens()
+  v = m.init(jax.random.key(0), tok)
+  assert jax.tree.map(lambda a: a.shape, v["params"]) == _TINY_TREE
+  out = m.apply(v, tok)
+  monkeypatch.setattr(vit, "attention", _einsum_attention)
+  ref = m.apply(v, tok)
+  # Padding rows too (bidirectional: pad queries attend the non-pad keys).
+  np.testing.assert_allclose(out["tokens"], ref["tokens"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["pre_logits"], ref["pre_logits"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_remat_same_loss_and_gradients(causal):
+  tok = _tokens()
+
+  def loss_grads(remat):
+    m = _model(causal=causal, pool="mean", remat=remat)
+    v = m.init(jax.random.key(0), tok)
+    f = lambda v: jnp.sum(jnp.sin(m.apply(v, tok)["tokens"].astype(jnp.float32)))  # noqa: E731
+    return jax.jit(jax.value_and_grad(f))(v)
+
+  loss, grads = loss_grads("none")
+  for remat in ("block", "dots"):
+    l2, g2 = loss_grads(remat)
+    # Equal up to float reassociation (the fusions differ under remat): the
+    # loss sums 512 signed terms (measured 2e-6 relative).
+    np.testing.assert_allclose(l2, loss, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        a, b, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b)))), g2, grads)
+
+
+def test_attention_config_errors():
+  with pytest.raises(ValueError, match="remat must be one of"):
+    models.make_text_encoder(dict(name="tiny", vocab_size=10, remat="all"))
+  with pytest.raises(ValueError, match="attention_impl='cudnn' needs dtype bfloat16"):
+    models.make_text_encoder(dict(name="tiny", vocab_size=10, attention_impl="cudnn"))

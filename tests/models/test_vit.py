@@ -126,3 +126,111 @@ def test_config_errors():
   # ResNet configs still reject ViT keys.
   with pytest.raises(ValueError, match=r"unknown encoder config keys \['patch_size'\]"):
     models.make_encoder({"name": "resnet18", "patch_size": 4})
+
+
+# --- attention through jax.nn.dot_product_attention (issue 16, part 4) -------------------------
+
+def _einsum_attention(q, k, v, *, impl, is_causal=False, key_valid=None):
+  """The einsum attention jssl had before `jax.nn.dot_product_attention`:
+  float32 logits / sqrt(H), masked to -1e30, float32 softmax."""
+  del impl
+  t, s = q.shape[1], k.shape[1]
+  logits = jnp.einsum("bqhc,bkhc->bhqk", q, k).astype(jnp.float32) / np.sqrt(q.shape[-1])
+  mask = jnp.ones((1, 1, t, s), bool)
+  if is_causal:
+    mask = mask & jnp.tril(jnp.ones((t, s), bool))[None, None]
+  if key_valid is not None:
+    mask = mask & key_valid[:, None, None, :]
+  attn = jax.nn.softmax(jnp.where(mask, logits, -1e30), axis=-1).astype(q.dtype)
+  return jnp.einsum("bhqk,bkhc->bqhc", attn, v)
+
+
+@pytest.mark.parametrize("causal,padded", [(False, False), (True, False), (False, True)])
+def test_attention_equals_einsum_reference(causal, padded):
+  q, k, v = jax.random.normal(jax.random.key(0), (3, 2, 7, 4, 8))
+  key_valid = jnp.array([[True] * 7, [True] * 3 + [False] * 4]) if padded else None
+  got = vit.attention(q, k, v, impl=None, is_causal=causal, key_valid=key_valid)
+  xla = vit.attention(q, k, v, impl="xla", is_causal=causal, key_valid=key_valid)
+  want = _einsum_attention(q, k, v, impl=None, is_causal=causal, key_valid=key_valid)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(got, xla)
+  if causal:   # query 0 sees only key 0: its output is v[:, 0]
+    np.testing.assert_allclose(got[:, 0], v[:, 0], rtol=1e-6)
+  if padded:   # the padded keys' values do not reach the outputs
+    v2 = v.at[1, 3:].set(100.0)
+    np.testing.assert_allclose(vit.attention(q, k, v2, impl=None, key_valid=key_valid), got,
+                               atol=1e-6)
+
+
+# The parameter tree of vit_test before this change (no new parameters, same
+# names), so old checkpoints and exports load.
+_BLOCK_TREE = {"attn": {"query": {"kernel": (32, 32), "bias": (32,)},
+                        "key": {"kernel": (32, 32)},
+                        "value": {"kernel": (32, 32), "bias": (32,)},
+                        "out": {"kernel": (32, 32), "bias": (32,)}},
+               "norm1": {"scale": (32,), "bias": (32,)}, "norm2": {"scale": (32,), "bias": (32,)},
+               "mlp_fc1": {"kernel": (32, 128), "bias": (128,)},
+               "mlp_fc2": {"kernel": (128, 32), "bias": (32,)}}
+_VIT_TEST_TREE = {"patch_embed": {"kernel": (48, 32), "bias": (32,)}, "cls_token": (1, 1, 32),
+                  "block1": _BLOCK_TREE, "block2": _BLOCK_TREE,
+                  "norm": {"scale": (32,), "bias": (32,)}}
+
+
+@pytest.mark.parametrize("remat", ["none", "block", "dots"])
+def test_param_tree_unchanged_and_outputs_equal_einsum(remat, monkeypatch):
+  cfg = dict(TEST, remat=remat, attention_impl="xla")
+  model = models.make_encoder(cfg)
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+  v = model.init(jax.random.key(0), x, train=False)
+  assert jax.tree.map(lambda a: a.shape, v["params"]) == _VIT_TEST_TREE
+  out = model.apply(v, x, train=False)
+  monkeypatch.setattr(vit, "attention", _einsum_attention)
+  ref = model.apply(v, x, train=False)
+  for key in ("pre_logits", "tokens"):
+    np.testing.assert_allclose(out[key], ref[key], rtol=1e-5, atol=1e-6)
+
+
+def _loss_and_grads(cfg, x):
+  model = models.make_encoder(cfg)
+  v = model.init(jax.random.key(0), x, train=False)
+  # Every output feeds the loss: tokens (all positions) and the pooled cls.
+  f = lambda v: jnp.sum(jnp.sin(model.apply(v, x, train=True)["tokens"])) + jnp.sum(  # noqa: E731
+      model.apply(v, x, train=True)["pre_logits"] ** 2)
+  return jax.jit(jax.value_and_grad(f))(v)
+
+
+def test_remat_same_loss_and_gradients():
+  x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+  loss, grads = _loss_and_grads(dict(TEST, remat="none"), x)
+  for remat in ("block", "dots"):
+    l2, g2 = _loss_and_grads(dict(TEST, remat=remat), x)
+    np.testing.assert_allclose(l2, loss, rtol=1e-6)
+    # Recomputed blocks fuse differently: float reassociation, measured <= 3e-6
+    # of each tensor's largest entry (the cls token's gradient sums over all).
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        a, b, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b)))), g2, grads)
+
+
+def test_attention_and_remat_config_errors():
+  with pytest.raises(ValueError, match="attention_impl must be one of"):
+    models.make_encoder(dict(TEST, attention_impl="flash"))
+  with pytest.raises(ValueError, match="remat must be one of"):
+    models.make_encoder(dict(TEST, remat="full"))
+  with pytest.raises(ValueError, match="attention_impl='cudnn' needs dtype bfloat16"):
+    models.make_encoder(dict(TEST, attention_impl="cudnn"))
+  assert models.make_encoder(dict(TEST, attention_impl="cudnn", dtype="bfloat16")).attention_impl \
+      == "cudnn"
+
+
+def test_auto_attention_picks_cudnn_only_where_it_applies():
+  pick = vit.resolve_attention_impl
+  assert pick("auto", dtype=jnp.bfloat16, head_dim=64, backend="gpu") == "cudnn"
+  assert pick("auto", dtype=jnp.float16, head_dim=128, backend="cuda") == "cudnn"
+  assert pick("auto", dtype=jnp.float32, head_dim=64, backend="gpu") is None     # cuDNN: 16-bit
+  assert pick("auto", dtype=jnp.bfloat16, head_dim=60, backend="gpu") is None    # H % 8
+  assert pick("auto", dtype=jnp.bfloat16, head_dim=256, backend="gpu") is None   # H <= 128
+  assert pick("auto", dtype=jnp.bfloat16, head_dim=64, backend="tpu") is None
+  assert pick("auto", dtype=jnp.bfloat16, head_dim=64, backend="cpu") is None
+  assert pick("auto", dtype=jnp.bfloat16, head_dim=64) is None   # this test runs on CPU
+  assert pick("xla", dtype=jnp.bfloat16, head_dim=64, backend="gpu") == "xla"
+  assert pick("cudnn", dtype=jnp.bfloat16, head_dim=64, backend="cpu") == "cudnn"
