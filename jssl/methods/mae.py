@@ -139,7 +139,8 @@ def make_net(config, channels: int) -> MAENet:
   decoder = MAEDecoder(width=int(dec["width"]), depth=int(dec["depth"]),
                        num_heads=int(dec["num_heads"]),
                        mlp_ratio=float(dec.get("mlp_ratio", 4.0)),
-                       out_dim=p * p * channels, dtype=encoder.dtype)
+                       out_dim=p * p * channels, dtype=encoder.dtype,
+                       attention_impl=encoder.attention_impl, remat=encoder.remat)
   return MAENet(encoder=encoder, decoder=decoder)
 
 

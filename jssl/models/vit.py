@@ -336,7 +336,8 @@ class MAEDecoder(nn.Module):
       x = block(self.num_heads, self.mlp_ratio, self.dtype, self.attention_impl,
                 name=f"block{i + 1}")(x)
     x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(x)
-    x = nn.Dense(self.out_dim, dtype=self.dtype, kernel_init=XAVIER, name="pred")(x)
+    # The loss input: computed in float32 (jssl.precision), not rounded to bf16.
+    x = nn.Dense(self.out_dim, dtype=jnp.float32, kernel_init=XAVIER, name="pred")(x)
     return x[:, 1:].astype(jnp.float32)
 
 
