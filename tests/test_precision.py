@@ -196,7 +196,9 @@ def test_bf16_policy_holds_for_every_method(name, loss_spy, tmp_path_factory):
   assert not half_ops, (name, half_ops)
   # Nearly all multiply-adds in bfloat16 (the float32 ones: the heads'
   # output layers, prototypes, projections).
-  assert bf16_share(eqns) > 0.95, (name, bf16_share(eqns))
+  # MAE's pixel predictor (a float32 output layer by policy) is a larger
+  # share of the test-size decoder's multiply-adds than of a real one.
+  assert bf16_share(eqns) > (0.9 if name == "mae" else 0.95), (name, bf16_share(eqns))
   # The heads' hidden layers follow model.dtype: a bf16 dot_general exists
   # even behind a ResNet trunk (whose convs are conv_general_dilated).
   half_dots = [e for e in eqns if e.primitive.name == "dot_general"
