@@ -130,6 +130,15 @@ class Encoder:
     return images
 
 
+def _read_npz(npz_path) -> dict:
+  """The arrays of an export's .npz (no pickles: nothing runs on load)."""
+  try:
+    with np.load(io.BytesIO(npz_path.read_bytes()), allow_pickle=False) as z:
+      return {k: z[k] for k in z.files}
+  except Exception as e:  # zipfile / numpy raise several types
+    raise errors.ExportError(f"corrupt export parameters {npz_path}: {e}") from e
+
+
 def load_encoder(path, *, device: jax.Device | None = None) -> Encoder:
   """Loads an export directory written by `export_encoder` (on CPU by default).
 
@@ -153,11 +162,7 @@ def load_encoder(path, *, device: jax.Device | None = None) -> Encoder:
     raise errors.ExportError(
         f"{meta_path}: unknown export format {meta.get('format')!r}, "
         f"expected {FORMAT!r}")
-  try:
-    with np.load(io.BytesIO(npz_path.read_bytes()), allow_pickle=False) as z:
-      flat = {k: z[k] for k in z.files}
-  except Exception as e:  # zipfile / numpy raise several types
-    raise errors.ExportError(f"corrupt export parameters {npz_path}: {e}") from e
+  flat = _read_npz(npz_path)
 
   device = device or jax.devices("cpu")[0]
   module = models.make_encoder(meta["model"])
@@ -297,11 +302,7 @@ def load_clip(path, *, device: jax.Device | None = None) -> DualModel:
   params, state = jax.eval_shape(method.init, jax.random.key(0), views)
   expected = jax.eval_shape(method.dual.variables, params, state)
   exp_flat = flax.traverse_util.flatten_dict(expected, sep="/")
-  try:
-    with np.load(io.BytesIO(npz_path.read_bytes()), allow_pickle=False) as z:
-      flat = {k: z[k] for k in z.files}
-  except Exception as e:  # zipfile / numpy raise several types
-    raise errors.ExportError(f"corrupt export parameters {npz_path}: {e}") from e
+  flat = _read_npz(npz_path)
   bad = sorted(set(exp_flat) ^ set(flat)) + [
       k for k in exp_flat if k in flat and flat[k].shape != exp_flat[k].shape]
   if bad:

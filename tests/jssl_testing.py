@@ -21,6 +21,17 @@ def load_config(spec: str):
   return config
 
 
+def set_fields(config, **fields):
+  """Sets dotted fields (`**{"loss.impl": "global"}`) of `config`; returns it."""
+  for key, value in fields.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
 def export_params(workdir: str) -> dict:
   """The exported encoder variables of a run, by '/'-joined path."""
   with np.load(os.path.join(workdir, "export", "params.npz"), allow_pickle=False) as z:

@@ -15,7 +15,7 @@ import pytest
 import jssl
 from jssl import configs, export as export_lib, methods, models, train
 from jssl.data import captions
-from jssl_testing import REPO, export_params
+from jssl_testing import REPO, export_params, set_fields
 
 IMAGE_TEXT = ("clip", "siglip", "lit")
 METRICS = ("zeroshot_top1", "zeroshot_top5", "i2t_R@1", "i2t_R@5", "i2t_R@10",
@@ -27,13 +27,7 @@ def _smoke(name, **overrides):
   c.total_steps = 4
   c.checkpoint.every_steps = 2
   c.log_every_steps = 2
-  for k, v in overrides.items():
-    node = c
-    *path, leaf = k.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = v
-  return c
+  return set_fields(c, **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 import jssl
 from jssl import methods, models, train
 from jssl.data import digits
-from jssl_testing import REPO, export_params, load_config
+from jssl_testing import REPO, export_params, load_config, set_fields
 
 # Image-text run books (CLIP, SigLIP, LiT) have their own end-to-end tests
 # (tests/test_image_text.py): zero-shot and retrieval instead of probes.
@@ -48,13 +48,7 @@ def _smoke(name, **overrides):
   c.total_steps = 4
   c.checkpoint.every_steps = 2
   c.log_every_steps = 2
-  for k, v in overrides.items():
-    node = c
-    *path, leaf = k.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = v
-  return c
+  return set_fields(c, **overrides)
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ import numpy as np
 
 from jssl.losses import _common as C
 from jssl.losses.image_text import (CLIP_LOGIT_SCALE_INIT, SIGLIP_BIAS_INIT,
-                                    SIGLIP_T_PRIME_INIT, clip, siglip)
+                                    SIGLIP_T_PRIME_INIT, _prep, clip, siglip)
 
 
 def _vary(x, axis_name):
@@ -90,14 +90,6 @@ def _ring(n, axis_name, body, local, chunk, moving):
 
 def _axis_size(axis_name) -> int:
   return int(jax.lax.axis_size(axis_name))
-
-
-def _prep(img, txt, normalize):
-  C.check_same("img", img, "txt", txt, 2, "[B, D]")
-  x, y = C.upcast(img, txt)
-  if normalize:
-    x, y = C.l2_normalize(x), C.l2_normalize(y)
-  return x, y
 
 
 def _check_chunk_size(chunk_size):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jssl_testing import load_config
+from jssl_testing import load_config, set_fields
 
 
 def synthetic_batches(config, n: int, *, seed: int = 0, k: int | None = None) -> list[dict]:
@@ -38,10 +38,4 @@ def smoke_config(name: str, **overrides):
   """The run book's smoke preset, unlocked, with tiny shapes for tests."""
   config = load_config(f"{name}:smoke")
   config.batch_size = 16
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return set_fields(config, **overrides)
