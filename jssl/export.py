@@ -130,6 +130,18 @@ class Encoder:
     return images
 
 
+def _read_meta(meta_path, fmt: str) -> dict:
+  """An export's JSON metadata, checked to be of format `fmt`."""
+  try:
+    meta = json.loads(meta_path.read_text())
+  except json.JSONDecodeError as e:
+    raise errors.ExportError(f"corrupt export metadata {meta_path}: {e}") from e
+  if meta.get("format") != fmt:
+    raise errors.ExportError(
+        f"{meta_path}: unknown export format {meta.get('format')!r}, expected {fmt!r}")
+  return meta
+
+
 def _read_npz(npz_path) -> dict:
   """The arrays of an export's .npz (no pickles: nothing runs on load)."""
   try:
@@ -154,14 +166,7 @@ def load_encoder(path, *, device: jax.Device | None = None) -> Encoder:
       raise errors.ExportNotFoundError(
           f"{path} is not a jssl export: {p.name} is missing "
           "(exports are written to <workdir>/export at the end of training)")
-  try:
-    meta = json.loads(meta_path.read_text())
-  except json.JSONDecodeError as e:
-    raise errors.ExportError(f"corrupt export metadata {meta_path}: {e}") from e
-  if meta.get("format") != FORMAT:
-    raise errors.ExportError(
-        f"{meta_path}: unknown export format {meta.get('format')!r}, "
-        f"expected {FORMAT!r}")
+  meta = _read_meta(meta_path, FORMAT)
   flat = _read_npz(npz_path)
 
   device = device or jax.devices("cpu")[0]
@@ -284,13 +289,7 @@ def load_clip(path, *, device: jax.Device | None = None) -> DualModel:
   if not npz_path.exists():
     raise errors.ExportNotFoundError(f"{path} is not a complete image-text export: "
                                      "dual.npz is missing")
-  try:
-    meta = json.loads(meta_path.read_text())
-  except json.JSONDecodeError as e:
-    raise errors.ExportError(f"corrupt export metadata {meta_path}: {e}") from e
-  if meta.get("format") != DUAL_FORMAT:
-    raise errors.ExportError(f"{meta_path}: unknown export format {meta.get('format')!r}, "
-                             f"expected {DUAL_FORMAT!r}")
+  meta = _read_meta(meta_path, DUAL_FORMAT)
   config = ml_collections.ConfigDict(meta["config"])
   if "lit" in config:
     # The locked image tower is the export's own image encoder.

@@ -7,21 +7,14 @@ import numpy as np
 import pytest
 
 import jssl
-from jssl_testing import export_params, load_config
+from jssl_testing import export_params, load_config, set_fields
 from jssl import train
 from jssl.data import digits
 from jssl.evals import knn
 
 
 def _smoke(**overrides):
-  c = load_config("configs/simclr.py:smoke")
-  for k, v in overrides.items():
-    node = c
-    *path, leaf = k.split(".")
-    for p in path:
-      node = node[p]
-    node[leaf] = v
-  return c
+  return set_fields(load_config("configs/simclr.py:smoke"), **overrides)
 
 
 @pytest.mark.slow
