@@ -45,9 +45,10 @@ affect logging, evaluation cadence or I/O may change between runs.
 """
 from __future__ import annotations
 
+import errno
 import json
-import time
 import threading
+import time
 from typing import Any
 
 from absl import logging
@@ -164,6 +165,7 @@ class Checkpointer:
     self._thread: threading.Thread | None = None
     self._failure: tuple[int, BaseException] | None = None
     self._dead = False
+    self._removed = False
 
   def _new_manager(self) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(self.directory, options=self._options,
@@ -220,27 +222,30 @@ class Checkpointer:
     # into it: raise_if_save_failed removes it again, for good, after closing.
     self._remove_partial(step, quiet=True)
 
-  def _remove_partial(self, step: int, *, quiet: bool = False) -> None:
+  def _remove_partial(self, step: int, *, quiet: bool = False) -> bool:
+    """Removes step's partial save; True when nothing of it is left."""
     if jax.process_index() != 0:
-      return
-    for attempt in range(5):
+      return True
+    for attempt in range(8):
       try:
         for p in self.directory.iterdir():
           if p.name.startswith(f"{step}{TMP_MARK}") or (
               p.name == str(step) and not (p / "commit_success.txt").exists()):
             p.rmtree()
-        return
-      except FileNotFoundError:
-        # An abandoned Orbax writer deleted one of its files (a lock) while we
-        # removed the tree: go again over what is left.
-        time.sleep(0.2 * (attempt + 1))
+        return True
       except OSError as e:
-        if not quiet:
-          logging.warning("could not remove the partial checkpoint %d: %s", step, e)
-        return
+        if e.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+          if not quiet:
+            logging.warning("could not remove the partial checkpoint %d: %s", step, e)
+          return False
+        # An abandoned Orbax writer deleted (a lock) or created (step
+        # metadata) a file while we removed the tree: go again over what is
+        # left once it has settled.
+        time.sleep(0.2 * (attempt + 1))
     if not quiet:
       logging.warning("could not remove the partial checkpoint %d: files kept "
                       "changing under it", step)
+    return False
 
   def raise_if_save_failed(self) -> None:
     """Raises CheckpointError if a save failed; cheap, call it every step."""
@@ -256,13 +261,14 @@ class Checkpointer:
         self._mngr.close()
       except Exception:  # pylint: disable=broad-except
         pass  # the same failure, already recorded
-      self._remove_partial(step)
+      self._removed = self._remove_partial(step)
     good = sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
     good = [s for s in good if s != step] or good
     raise CheckpointError(
         f"checkpoint step {step} could not be written to {self.directory}: "
         f"{os_error(e) or (str(e).splitlines() or [type(e).__name__])[0][:300]}. "
-        "The partial save was removed; "
+        + ("The partial save was removed; " if self._removed else
+           "The partial save could not be removed yet (a restart removes it); ")
         + (f"the last good checkpoint is step {good[-1]}" if good else
            "there is no earlier checkpoint")
         + ". Free space or fix the storage, then re-run the same command to resume.")

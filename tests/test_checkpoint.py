@@ -105,3 +105,32 @@ def test_config_mismatch_refuses_and_names_fields(tmp_path):
   # The saved config is untouched.
   with open(tmp_path / "config.json") as f:
     assert json.load(f)["batch_size"] == 32
+
+
+def test_partial_save_removal_survives_a_writer_still_adding_files(tmp_path, monkeypatch):
+  # CI saw Orbax's abandoned writer create a file in the partial save while it
+  # was being removed (rmtree: ENOTEMPTY); the removal must go again, not give
+  # up and leave the partial save behind.
+  import errno
+  import shutil
+  c = ckpt_lib.Checkpointer(tmp_path, every_steps=1, use_async=False)
+  partial = tmp_path / "checkpoints" / f"4{ckpt_lib.TMP_MARK}-123"
+  (partial / f"default{ckpt_lib.TMP_MARK}").mkdir(parents=True)
+  (partial / f"default{ckpt_lib.TMP_MARK}" / "x").write_text("x")
+  calls = []
+
+  def racing_rmtree(self, *a, **kw):
+    calls.append(self)
+    if len(calls) == 1:
+      raise OSError(errno.ENOTEMPTY, "Directory not empty",
+                    f"default{ckpt_lib.TMP_MARK}")
+    shutil.rmtree(str(self))
+  monkeypatch.setattr(type(c.directory / "x"), "rmtree", racing_rmtree)
+  assert c._remove_partial(4)
+  assert not partial.exists() and len(calls) == 2
+  # Other OS errors are reported, not retried forever.
+  partial.mkdir()
+  monkeypatch.setattr(type(c.directory / "x"), "rmtree", lambda self, *a, **kw: (
+      _ for _ in ()).throw(PermissionError(errno.EACCES, "denied")))
+  assert not c._remove_partial(4)
+  assert partial.exists()
