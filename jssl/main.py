@@ -144,6 +144,21 @@ def maybe_initialize_distributed() -> None:
                jax.local_device_count(), jax.device_count())
 
 
+def _tune_cpu() -> None:
+  """XLA:CPU flag and conv_impl measured for this CPU (`jssl.cpu_tuning`):
+  before JAX starts, and only when the run can only use the CPU."""
+  from jssl import cpu_tuning  # pylint: disable=import-outside-toplevel
+  if not cpu_tuning.cpu_only():
+    return
+  try:
+    tuning = cpu_tuning.apply()
+  except (RuntimeError, OSError) as e:
+    logging.warning("XLA:CPU tuning failed (%s): running with jaxlib's defaults", e)
+    return
+  if tuning.source != "off":
+    print(f"jssl: {cpu_tuning.describe(tuning)}", flush=True)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -163,6 +178,7 @@ def main(argv):
     tf.config.set_visible_devices([], "GPU")
   except ImportError:
     pass
+  _tune_cpu()
   maybe_initialize_distributed()
   from jssl import faults, train  # pylint: disable=import-outside-toplevel
   result = train.run(_CONFIG.value, _WORKDIR.value)

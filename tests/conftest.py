@@ -35,6 +35,10 @@ os.environ["XLA_FLAGS"] = (
 # LOG(FATAL) or LLVM ERROR) with the worker, leaving only "Fatal Python error:
 # Aborted".
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# No per-machine XLA:CPU measurement in tests (jssl.cpu_tuning): every CPU runs
+# the same settings (YNN off above, conv_impl auto = matmul), and the runs the
+# tests start do not spend 30 s measuring. tests/test_cpu_tuning.py turns it on.
+os.environ["JSSL_CPU_TUNING"] = "off"
 
 
 def _host_cpu_tag() -> str:

@@ -34,12 +34,18 @@ CONV_IMPLS = ("auto", "xla", "matmul")
 
 
 def resolve_conv_impl(impl: str) -> str:
-  """Maps 'auto' to 'matmul' on the CPU backend and to 'xla' elsewhere."""
+  """Maps 'auto' to 'xla' on GPU/TPU and, on the CPU backend, to the
+  implementation measured fastest on this CPU (`jssl.cpu_tuning.conv_impl`:
+  'matmul' when nothing was measured)."""
   if impl not in CONV_IMPLS:
     raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
   if impl == "auto":
-    # GPU/TPU convolution gradients are cuDNN / MXU kernels; only XLA:CPU is slow.
-    return "matmul" if jax.default_backend() == "cpu" else "xla"
+    # GPU/TPU convolution gradients are cuDNN / MXU kernels; only XLA:CPU is slow,
+    # and which of the two is faster there depends on the CPU (cpu_tuning).
+    if jax.default_backend() != "cpu":
+      return "xla"
+    from jssl import cpu_tuning  # pylint: disable=import-outside-toplevel
+    return cpu_tuning.conv_impl()
   return impl
 
 
