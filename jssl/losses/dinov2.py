@@ -6,8 +6,6 @@ inserts the reductions over the global batch, so no explicit collective is neede
 from __future__ import annotations
 
 import math
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 

@@ -130,7 +130,8 @@ def pmsn(anchors, targets, prototypes, *, temperature: float = 0.1,
     (loss, MSNTerms(ce, regularizer=KL(prior || pbar) (unweighted), target_probs)).
 
   Reference: Assran et al. 2023, "The Hidden Uniform Cluster Prior in Self-Supervised
-  Learning" (PMSN, arXiv 2210.07277); no official code is public; lightly loss/pmsn_loss.py::PMSNLoss.
+  Learning" (PMSN, arXiv 2210.07277); no official code is public;
+  lightly loss/pmsn_loss.py::PMSNLoss.
 
   Example:
     >>> x = jnp.eye(4)

@@ -23,7 +23,8 @@ HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "parity_wave2")
 
 
 def _cases(prefix):
-  names = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(HERE, prefix + "_c*.npz")))
+  paths = glob.glob(os.path.join(HERE, prefix + "_c*.npz"))
+  names = sorted(os.path.basename(p)[:-4] for p in paths)
   assert names, f"no {prefix}_c*.npz fixture in {HERE}"
   return names
 
@@ -268,3 +269,23 @@ def test_hand_values(x64):
   lt.assert_close(o["prior"], np.array([1, 1 / 2, 1 / 3, 1 / 4]) / (25 / 12), rtol=1e-12)
   with pytest.raises(ValueError, match="anchors"):
     losses.msn(np.ones((5, 3)), np.ones((2, 3)), np.eye(3))
+
+
+def test_sharded_equals_one_device(mesh):
+  """Global-array functions: jit on batch-sharded inputs == one device (value, grads, aux):
+  iBOT dense with Sinkhorn targets over the masked tokens (valid rows), and MSN."""
+  from jax.sharding import PartitionSpec as P
+  rng = np.random.default_rng(3)
+  s, t = (rng.standard_normal((8, 4, 6)).astype(np.float32) for _ in range(2))
+  mask = rng.random((8, 4)) < 0.5
+  a, tg, pr = (rng.standard_normal(sh).astype(np.float32) for sh in ((16, 5), (8, 5), (6, 5)))
+
+  def fn(s, t, mask, a, tg, pr):
+    q = losses.sinkhorn_knopp_teacher(t.reshape(-1, 6), 0.07, valid=mask.reshape(-1))
+    ib, center = losses.ibot_patch_dense(s, t, mask, jnp.zeros(6), teacher_temp=0.04,
+                                         teacher_probs=q.reshape(t.shape))
+    m, terms = losses.msn(a, tg, pr)
+    return ib + m, (center, terms)
+
+  specs = [P("data")] * 5 + [P()]
+  lt.check_sharded(mesh, fn, [s, t, mask, a, tg, pr], (0, 3, 5), specs=specs)
