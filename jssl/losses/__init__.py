@@ -14,6 +14,8 @@ Public API (stable names):
   Redundancy:    barlow_twins, vicreg, VICRegTerms
   Clustering:    sinkhorn, swav
   Distillation:  dino
+  DINOv2:        koleo, ibot_patch, ibot_patch_dense, sinkhorn_knopp_teacher
+  MSN:           msn, pmsn, MSNTerms, power_law_prior
   Image-text:    clip, siglip, siglip_chunked, siglip_ring, clip_ring, filip
   Masked:        mae, patchify
   Metrics:       alignment, uniformity, hypersphere, rankme, effective_rank, feature_std
@@ -23,12 +25,14 @@ from jssl.losses.chunked import ntxent_chunked, siglip_chunked
 from jssl.losses.contrastive import dcl, dclw, info_nce, ntxent, supcon
 from jssl.losses.cosine import byol, byol_regression, negative_cosine, simsiam
 from jssl.losses.dino import dino
+from jssl.losses.dinov2 import ibot_patch, ibot_patch_dense, koleo, sinkhorn_knopp_teacher
 from jssl.losses.filip import filip
 from jssl.losses.image_text import clip, siglip
 from jssl.losses.mae import mae
 from jssl.losses.matryoshka import matryoshka
 from jssl.losses.metrics import (alignment, effective_rank, feature_std, hypersphere, rankme,
                                  uniformity)
+from jssl.losses.msn import MSNTerms, msn, pmsn, power_law_prior
 from jssl.losses.moco import QueueState, enqueue, moco, mocov3
 from jssl.losses.ring import clip_ring, siglip_ring
 from jssl.losses.redundancy import VICRegTerms, barlow_twins, vicreg
@@ -43,6 +47,8 @@ __all__ = [
     "byol", "byol_regression", "simsiam", "negative_cosine",
     "barlow_twins", "vicreg", "VICRegTerms",
     "sinkhorn", "swav", "dino",
+    "koleo", "ibot_patch", "ibot_patch_dense", "sinkhorn_knopp_teacher",
+    "msn", "pmsn", "MSNTerms", "power_law_prior",
     "clip", "siglip", "siglip_chunked", "siglip_ring", "clip_ring", "filip",
     "mae", "patchify",
     "alignment", "uniformity", "hypersphere", "rankme", "effective_rank", "feature_std",
