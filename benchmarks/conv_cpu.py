@@ -46,16 +46,23 @@ def _report(label, batch, steps, med, best, cpu, extra=""):
 
 
 def bench_jax(args):
+  if "auto" in args.impls.split(","):
+    # What `python -m jssl.main` runs with: the XLA:CPU flag and conv_impl measured
+    # for this CPU (jssl.cpu_tuning), set before JAX starts.
+    from jssl import cpu_tuning
+    print("jssl " + cpu_tuning.describe(cpu_tuning.apply()), flush=True)
   import jax
   import jax.numpy as jnp
   import optax
 
   from jssl.models import resnet
 
+  print(f"jax {jax.__version__}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
   key = jax.random.key(0)
   x = jax.random.normal(key, (args.batch, args.size, args.size, 3), jnp.float32)
+  dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
   for impl in args.impls.split(","):
-    model = resnet.resnet("resnet18", stem="cifar", conv_impl=impl)
+    model = resnet.resnet("resnet18", stem="cifar", conv_impl=impl, dtype=dtype)
     variables = jax.jit(lambda k: model.init(k, x[:2], train=False))(key)
     params, stats = variables["params"], variables["batch_stats"]
     tx = optax.sgd(0.1, momentum=0.9)
@@ -82,7 +89,7 @@ def bench_jax(args):
       fn()  # compile + first run
       first = time.perf_counter() - t0
       fn()  # warm-up
-      _report(f"jax conv_impl={impl:6s} {what:12s} batch {args.batch} {args.size}px",
+      _report(f"jax conv_impl={impl:6s} {args.dtype} {what:12s} batch {args.batch} {args.size}px",
               args.batch, args.steps, *_timeit(fn, args.steps),
               extra=f"; compile+first step {first:.1f}s")
   if args.layers:
@@ -174,9 +181,18 @@ def bench_torch(args):
       loss.backward()
       opt.step()
 
+    if args.dtype == "bfloat16":
+      # torch.autocast on CPU: convolutions and matmuls in bfloat16 (oneDNN uses
+      # AMX-BF16 / AVX512-BF16 where the CPU has them), BN and the loss in float32.
+      plain = step
+
+      def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+          plain()
+
     step()
-    _report(f"torch eager channels_last={channels_last!s:5s} fwd+bwd+sgd batch {args.batch} "
-            f"{args.size}px", args.batch, args.steps, *_timeit(step, args.steps))
+    _report(f"torch eager channels_last={channels_last!s:5s} {args.dtype} fwd+bwd+sgd batch "
+            f"{args.batch} {args.size}px", args.batch, args.steps, *_timeit(step, args.steps))
 
 
 def main():
@@ -185,8 +201,11 @@ def main():
   p.add_argument("--batch", type=int, default=256, help="images per step")
   p.add_argument("--size", type=int, default=32, help="image side, pixels")
   p.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
-  p.add_argument("--impls", default="xla,matmul", help="conv_impl values to compare")
+  p.add_argument("--impls", default="xla,matmul",
+                 help="conv_impl values to compare; 'auto' applies jssl.cpu_tuning first")
   p.add_argument("--sgd", action="store_true", help="also time the step with an SGD update")
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                 help="compute dtype: jssl model.dtype / torch.autocast('cpu', bfloat16)")
   p.add_argument("--layers", action="store_true", help="per-conv-shape fwd / dx / dk times")
   args = p.parse_args()
   bench_torch(args) if args.framework == "torch" else bench_jax(args)
