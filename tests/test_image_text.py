@@ -15,6 +15,7 @@ import pytest
 import jssl
 from jssl import configs, export as export_lib, methods, models, train
 from jssl.data import captions
+from jssl.evals import image_text as image_text_lib
 from jssl_testing import REPO, export_params, set_fields
 
 IMAGE_TEXT = ("clip", "siglip", "lit")
@@ -138,11 +139,17 @@ def test_load_clip_errors_name_the_problem(clip_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_lit_smoke_locks_the_clip_image_tower(clip_run, tmp_path):
+def test_lit_smoke_locks_the_clip_image_tower(clip_run, tmp_path, monkeypatch):
   full, _ = clip_run
   c = _smoke("lit")
   c.lit.image_tower = full  # a workdir: its export/ is used
+  made = []
+  make = image_text_lib.make_embed_fns
+  monkeypatch.setattr(image_text_lib, "make_embed_fns",
+                      lambda *a, **k: made.append(1) or make(*a, **k))
   res = train.run(c, str(tmp_path / "lit"))
+  # The trained and the random-init evals share one compiled pair of embed fns.
+  assert len(made) == 1 and "zeroshot_top1" in res["random_init"]
   assert set(METRICS) <= set(res["pretrained"])
   # The LiT export's image tower is the CLIP run's, bit for bit.
   a, b = export_params(full), export_params(str(tmp_path / "lit"))

@@ -77,7 +77,7 @@ def make_embed_fns(dual, preprocess: dict, mesh):
 
 
 def evaluate(dual, variables, heldout, tokenizer, preprocess: dict, mesh, *,
-             batch_size: int, ks: Sequence[int] = (1, 5, 10)) -> dict:
+             batch_size: int, ks: Sequence[int] = (1, 5, 10), embed_fns=None) -> dict:
   """Zero-shot top-1/top-5 and Recall@K of `dual` (a `DualEncoder`) at
   `variables` on `heldout` (`jssl.data.captions.HeldOut`).
 
@@ -85,10 +85,13 @@ def evaluate(dual, variables, heldout, tokenizer, preprocess: dict, mesh, *,
   own templates, else CLIP's 80 ImageNet ones); retrieval when it has
   captions. `heldout.images` are already at the eval size, centre-cropped. Returns flat metrics: `zeroshot_top1`,
   `zeroshot_top5`, `i2t_R@K`, `t2i_R@K`, `num_images`, `num_texts`.
+  `embed_fns`: `make_embed_fns(dual, preprocess, mesh)`, made once by a caller
+  that evaluates several times (the trained and the random-init model), so
+  they compile once.
   """
   from jssl.evals import retrieval, zeroshot  # pylint: disable=import-outside-toplevel
   from jssl.text import templates as templates_lib  # pylint: disable=import-outside-toplevel
-  images_fn, texts_fn = make_embed_fns(dual, preprocess, mesh)
+  images_fn, texts_fn = embed_fns or make_embed_fns(dual, preprocess, mesh)
   embed_tokens = lambda tokens: embed_rows(  # noqa: E731
       texts_fn, variables, np.asarray(tokens, np.int32), mesh, batch_size=batch_size)
   image_emb = embed_rows(images_fn, variables, np.asarray(heldout.images), mesh,
