@@ -15,7 +15,7 @@ Public API (stable names):
   Clustering:    sinkhorn, swav
   Distillation:  dino
   Image-text:    clip, siglip, siglip_chunked, siglip_ring, clip_ring, filip
-  Masked:        mae, patchify
+  Masked:        mae, simmim, patchify
   Metrics:       alignment, uniformity, hypersphere, rankme, effective_rank, feature_std
   Wrappers:      matryoshka
 """
@@ -32,6 +32,7 @@ from jssl.losses.metrics import (alignment, effective_rank, feature_std, hypersp
 from jssl.losses.moco import QueueState, enqueue, moco, mocov3
 from jssl.losses.ring import clip_ring, siglip_ring
 from jssl.losses.redundancy import VICRegTerms, barlow_twins, vicreg
+from jssl.losses.simmim import simmim
 from jssl.losses.swav import sinkhorn, swav
 # MAE's target reshaping: a layer-neutral array op (the ViT uses it too, and models
 # never import losses), kept in the public API as `losses.patchify`.
@@ -44,7 +45,7 @@ __all__ = [
     "barlow_twins", "vicreg", "VICRegTerms",
     "sinkhorn", "swav", "dino",
     "clip", "siglip", "siglip_chunked", "siglip_ring", "clip_ring", "filip",
-    "mae", "patchify",
+    "mae", "simmim", "patchify",
     "alignment", "uniformity", "hypersphere", "rankme", "effective_rank", "feature_std",
     "matryoshka",
 ]
