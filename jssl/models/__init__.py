@@ -2,7 +2,7 @@
 
   make_encoder(cfg)   -> ResNet; apply(v, x [B, H, W, C], train=...) -> dict with
                          'pre_logits' [B, D], 'feature_map', 'stage1'..'stageN'
-                      -> ViT (name 'vit_*'); apply(v, x, train=..., keep_indices=None)
+                      -> ViT (name 'vit_*'); apply(v, x, train=..., keep_indices=None, mask=None)
                          -> dict with 'pre_logits' [B, D], 'cls' [B, D], 'tokens' [B, N, D]
   feature_dim(cfg)    -> D
   make_projector(cfg) -> MLPHead; apply(v, h [B, D], train=...) -> [B, P]
