@@ -17,10 +17,16 @@ Presets (`--config=simmim:<preset>`):
 quickstart  scikit-learn's digits at 16 px (offline), ViT of width 128, depth 4,
             patch 4 (16 tokens), mask patches of 4 px (16 cells, 10 masked:
             ceil(0.6 x 16); a mask square is 1/4 of the side, the paper's
-            32 / 192 px is 1/6), 800 steps of 64 images.
+            32 / 192 px is 1/6), 800 steps of 64 images; pool 'cls' and no
+            drop-path here (measured, below).
               python -m jssl.main --config=simmim:quickstart \
                   --workdir=/tmp/jssl_simmim_quickstart
-            Measured: TODO.
+            Measured (benchmarks/zoo.py, 2 CPU cores SHARED with other jobs,
+            load ~12, so wall times are inflated): 1327 s wall, linear top-1
+            97.1% (random-init ViT 95.1%), kNN 71.3% (random 55.8%), final
+            loss 0.30 (L1 on normalised pixels). The same with drop-path 0.1:
+            linear 96.7%, kNN 60.0%; with mean-pooled tokens ('gap') and
+            drop-path 0.1: linear 94.9% (random 94.9%), kNN 60.9% (random 49.6%).
 
 cifar10     ViT-Small/4 on TFDS `cifar10` (32 px: 8 x 8 tokens), mask patches
             of 8 px (4 x 4 cells, 10 masked): no published CIFAR SimMIM
@@ -112,7 +118,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.model = _vit("vit_test", 4)
       c.optimizer.update(base_lr=1e-3, warmup_epochs=1.0)
     else:
+      # 'cls' and no drop-path: measured better here (docstring); 4 blocks
+      # leave the last layer's tokens pixel-like, the cls token less so.
       c.model = _vit("vit_small", 4, width=128, depth=4, num_heads=4)
+      c.model.update(pool="cls", drop_path_rate=0.0)
       c.batch_size = 64
       c.total_steps = 800
       c.log_every_steps = 100

@@ -31,7 +31,9 @@ exported parameters) on the full image. Its 'pre_logits' is the mean of the
 patch tokens after the final norm (`config.model.pool='gap'`): SimMIM's loss
 reaches only the patch tokens (its head drops the cls token, which gets
 gradients only through attention), and its ViT fine-tuning config uses
-`USE_MEAN_POOLING: True`. The paper's linear probe reads average-pooled
+`USE_MEAN_POOLING: True`. (The digits quickstart uses 'cls' instead: its
+4-block ViT's mean token probed no better than random init, see
+configs/simmim.py.) The paper's linear probe reads average-pooled
 features of an intermediate layer (as BEiT's); jssl's probes read the last
 layer's output, so its numbers are not comparable to the paper's.
 
