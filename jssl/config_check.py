@@ -152,6 +152,7 @@ RULES: dict[str, Rule] = {
     "model.depth": count(1),
     "model.num_heads": count(1),
     "model.mlp_ratio": positive(),
+    "model.drop_path_rate": real(0, 1, hi_open=True),
     "projector.out_dim": count(1),
     "projector.hidden_dims": SIZES,
     "predictor.out_dim": count(1),
@@ -177,6 +178,7 @@ RULES: dict[str, Rule] = {
     "optimizer.trust_coefficient": positive(),
     "optimizer.warmup_epochs": nonnegative(),
     "optimizer.grad_clip_norm": nonnegative(),
+    "optimizer.layer_decay": real(0, 1, lo_open=True),
     # Losses: every temperature-like divisor is > 0 (0 gives inf / NaN).
     "loss.temperature": positive(),
     "loss.base_temperature": positive(),
@@ -190,6 +192,7 @@ RULES: dict[str, Rule] = {
     "loss.center_momentum": MOMENTUM,
     "loss.queue_size": count(1),
     "loss.mask_ratio": real(0, 1, lo_open=True, hi_open=True),
+    "loss.mask_patch_size": count(1),
     "loss.lambda_param": nonnegative(),
     "loss.scale": positive(),
     "loss.sim_coeff": nonnegative(),

@@ -42,7 +42,8 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict(dict(
       name="lars", base_lr=0.3, lr_scaling="linear", weight_decay=1e-6,
       momentum=0.9, trust_coefficient=0.001, warmup_epochs=10.0,
-      grad_clip_norm=0.0))
+      grad_clip_norm=0.0,
+      layer_decay=1.0))         # ViT layer-wise lr decay (1 = off; schedules.layer_decay)
   # source: 'tfds' (a prepared TFDS dataset `name` in `data_dir`, probes on
   # `train_split` / `test_split`), 'folder' (`path` = DIR/<class>/*.jpg
   # labelled, or DIR/*.jpg unlabelled; .jpg .jpeg .png of any size, decoded

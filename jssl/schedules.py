@@ -110,8 +110,7 @@ def freeze(frozen: Sequence[tuple[str, int]]) -> optax.GradientTransformation:
     del params
 
     def zero(path, u):
-      name = "/".join(str(getattr(k, "key", getattr(k, "idx", k)))
-                      for k in path)
+      name = "/".join(_path_names(path))
       limits = [n for p, n in frozen if name == p or name.startswith(p + "/")]
       if not limits:
         return u
@@ -134,15 +133,88 @@ def is_kernel(params: Any) -> Any:
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+# ViT parameters at the input end: layer 0 of the layer-wise decay (MAE
+# `util/lr_decay.py` `get_layer_id_for_vit`: cls_token, pos_embed, patch_embed;
+# the mask token of SimMIM / iBOT with them).
+_EMBED_PARAMS = ("patch_embed", "cls_token", "pos_embedding", "mask_token")
+
+
+def _path_names(path) -> list[str]:
+  return [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+
+
+def layer_decay_factor(names: Sequence[str], decay: float, depth: int) -> float:
+  """The lr scale of the parameter at `names` (its path in the params tree).
+
+  Layer-wise lr decay of BEiT (Bao et al. 2022, Sec. 2.4 / App.) and MAE
+  fine-tuning (facebookresearch/mae `util/lr_decay.py` `param_groups_lrd`,
+  also the iBOT / DINOv2 recipes): with L = depth, the ViT encoder at
+  `params['encoder']` has layer ids 0 (patch_embed, cls_token,
+  pos_embedding, mask_token), i (its block `block{i}`, i = 1 .. L) and L + 1
+  (everything else: the final norm); the scale is decay^(L + 1 - id).
+  Parameters outside `params['encoder']` (heads, decoders, predictors) get 1.
+  """
+  if len(names) < 2 or names[0] != "encoder":
+    return 1.0
+  top = names[1]
+  if top in _EMBED_PARAMS:
+    layer = 0
+  elif top.startswith("block") and top[5:].isdigit():
+    layer = int(top[5:])
+  else:
+    layer = depth + 1
+  return float(decay) ** (depth + 1 - layer)
+
+
+def scale_by_layer_decay(decay: float, depth: int) -> optax.GradientTransformation:
+  """Multiplies each update by its static `layer_decay_factor` (chained after
+  the optimiser, this scales the learning rate of each parameter group, as
+  MAE's `lr_scale` per param group does; weight decay included, as torch's
+  AdamW multiplies its decay by the group's lr)."""
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    del params
+
+    def scale(path, u):
+      f = layer_decay_factor(_path_names(path), decay, depth)
+      return u if f == 1.0 else u * jnp.asarray(f, u.dtype)
+
+    return jax.tree_util.tree_map_with_path(scale, updates), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _layer_decay_depth(decay: float, model: Any) -> int:
+  """Checks `optimizer.layer_decay` against the encoder; returns its depth."""
+  if not 0.0 < decay <= 1.0:
+    raise errors.ConfigError(f"optimizer.layer_decay={decay}: must be in (0, 1] (1 = off)")
+  # Imported here: only layer decay needs the model code.
+  from jssl import models  # pylint: disable=import-outside-toplevel
+  if model is None:
+    raise errors.ConfigError(f"optimizer.layer_decay={decay} needs the ViT encoder's config "
+                             "(make_optimizer(..., model=config.model))")
+  encoder = model if isinstance(model, models.ViT) else (
+      models.make_encoder(model) if models.is_vit(model) else None)
+  if encoder is None:
+    name = model.get("name") if hasattr(model, "get") else type(model).__name__
+    raise errors.ConfigError(f"optimizer.layer_decay={decay} is for ViT encoders; "
+                             f"config.model.name={name!r} is not one (set it to 1.0)")
+  return int(encoder.depth)
+
+
 _OPTIMIZER_KEYS = ("name", "base_lr", "lr_scaling", "weight_decay",
                    "weight_decay_end", "momentum", "trust_coefficient",
                    "warmup_epochs", "min_lr", "grad_clip_norm", "b1", "b2",
-                   "nesterov")
+                   "nesterov", "layer_decay")
 
 
 def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
                    steps_per_epoch: float,
-                   frozen: Sequence[tuple[str, int]] = ()
+                   frozen: Sequence[tuple[str, int]] = (), model: Any = None
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Optimiser and its learning-rate schedule from `config.optimizer`.
 
@@ -151,7 +223,10 @@ def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
   other over the run, DINO), `warmup_epochs`, `min_lr` (cosine floor, 0),
   `momentum` (and `nesterov`, SGD only: Nesterov momentum as in SimCLR's
   linear evaluation / fine-tuning), `trust_coefficient` (LARS eta), `b1`/`b2` (AdamW),
-  `grad_clip_norm` (0 = off). `frozen`: see `freeze` (from the method).
+  `grad_clip_norm` (0 = off), `layer_decay` (1 = off: the per-layer lr
+  scale of a ViT encoder, `layer_decay_factor`). `frozen`: see `freeze` (from
+  the method). `model`: the encoder's config (`config.model`) or a `ViT`;
+  needed only for `layer_decay` < 1.
   """
   unknown = sorted(set(cfg.keys()) - set(_OPTIMIZER_KEYS))
   if unknown:
@@ -192,6 +267,11 @@ def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
         f"optimizer.name={name!r}: expected one of 'lars', 'sgd', 'adamw'")
   if cfg.get("grad_clip_norm", 0.0):
     tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
+  decay = float(cfg.get("layer_decay", 1.0))
+  if decay != 1.0 or not 0.0 < decay <= 1.0:
+    # Linear in the update for every optimiser here (momentum included), so
+    # scaling the final update is scaling each group's learning rate.
+    tx = optax.chain(tx, scale_by_layer_decay(decay, _layer_decay_depth(decay, model)))
   if frozen:
     tx = optax.chain(tx, freeze(frozen))
   return tx, schedule

@@ -101,3 +101,56 @@ def test_freeze_zeroes_updates_until_step():
   # Frozen for steps 0 and 1, then trained; the prefix match is per path
   # component ('lastx' is not under 'last').
   assert seen == [(False, True), (False, True), (True, True)]
+
+
+def _vit_tree():
+  """A tiny ViT encoder's parameter shapes under 'encoder', plus a head."""
+  from jssl import models  # pylint: disable=import-outside-toplevel
+  enc = models.make_encoder({"name": "vit_test", "patch_size": 4}).clone(use_mask_token=True)
+  p = jax.eval_shape(lambda: enc.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)),
+                                      train=False))["params"]
+  params = {"encoder": p, "head": {"kernel": jax.ShapeDtypeStruct((32, 4), jnp.float32)}}
+  return jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), params)
+
+
+def test_layer_decay_scales_each_vit_layer():
+  params = _vit_tree()
+  grads = jax.tree.map(lambda p: 0.5 * p, params)
+  model = {"name": "vit_test", "patch_size": 4}   # depth 2
+  cfg = _cfg(name="sgd", momentum=0.0, weight_decay=0.0, warmup_epochs=0.0, lr_scaling="none")
+  plain, _ = schedules.make_optimizer(cfg, global_batch=256, total_steps=10, steps_per_epoch=1)
+  cfg.layer_decay = 0.5
+  tx, _ = schedules.make_optimizer(cfg, global_batch=256, total_steps=10, steps_per_epoch=1,
+                                   model=model)
+  u0, _ = plain.update(grads, plain.init(params), params)
+  u1, _ = tx.update(grads, tx.init(params), params)
+  ratio = jax.tree.map(lambda a, b: float(np.unique(np.asarray(b / a))[0]), u0, u1)
+  enc = ratio["encoder"]
+  # decay^(depth + 1 - layer): embeddings layer 0, block i layer i, the rest 1.
+  for k in ("patch_embed", "cls_token", "mask_token"):
+    assert set(jax.tree.leaves(enc[k])) == {0.125}, k
+  assert set(jax.tree.leaves(enc["block1"])) == {0.25}
+  assert set(jax.tree.leaves(enc["block2"])) == {0.5}
+  assert set(jax.tree.leaves(enc["norm"])) == {1.0} and ratio["head"]["kernel"] == 1.0
+  assert schedules.layer_decay_factor(["encoder", "pos_embedding"], 0.5, 2) == 0.125
+
+
+def test_layer_decay_one_is_bit_identical_and_bad_values_fail():
+  params = _vit_tree()
+  grads = jax.tree.map(lambda p: 0.3 * p, params)
+  cfg = _cfg(name="adamw", weight_decay=0.05, b1=0.9, b2=0.95)
+  before, _ = schedules.make_optimizer(cfg, global_batch=256, total_steps=10, steps_per_epoch=1)
+  cfg.layer_decay = 1.0
+  after, _ = schedules.make_optimizer(cfg, global_batch=256, total_steps=10, steps_per_epoch=1,
+                                      model={"name": "resnet18"})
+  ua, _ = before.update(grads, before.init(params), params)
+  ub, _ = after.update(grads, after.init(params), params)
+  jax.tree.map(np.testing.assert_array_equal, ua, ub)
+  kw = dict(global_batch=256, total_steps=10, steps_per_epoch=1)
+  for value, model, match in ((0.0, {"name": "vit_test"}, "in \\(0, 1\\]"),
+                              (1.5, {"name": "vit_test"}, "in \\(0, 1\\]"),
+                              (0.65, {"name": "resnet18"}, "is for ViT encoders"),
+                              (0.65, None, "needs the ViT encoder")):
+    cfg.layer_decay = value
+    with pytest.raises(schedules.errors.ConfigError, match=match):
+      schedules.make_optimizer(cfg, model=model, **kw)

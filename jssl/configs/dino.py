@@ -118,7 +118,7 @@ def _dino_adamw() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name="adamw", base_lr=5e-4, lr_scaling="linear", weight_decay=0.04,
       weight_decay_end=0.4, warmup_epochs=10.0, min_lr=1e-6, b1=0.9,
-      b2=0.999, grad_clip_norm=0.0))
+      b2=0.999, grad_clip_norm=0.0, layer_decay=1.0))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -176,7 +176,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # crops; jssl's ViT has a fixed sin-cos table per resolution instead.
     c.model = ml_collections.ConfigDict(dict(
         name="vit_small", patch_size=16, pos_embed="sincos", pool="cls",
-        dtype="float32", attention_impl="auto", remat="none"))
+        dtype="float32", attention_impl="auto", remat="none",
+        drop_path_rate=0.1))      # student only (main_dino.py --drop_path_rate)
     c.head.update(out_dim=65536, norm_last_layer=False)  # README "boosting"
     c.loss.update(teacher_temp=0.07, warmup_teacher_temp=0.04,
                   warmup_teacher_temp_epochs=30.0)
@@ -194,7 +195,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.total_epochs = 300.0
     c.model = ml_collections.ConfigDict(dict(
         name="vit_small", patch_size=4, pos_embed="sincos", pool="cls",
-        dtype="float32"))
+        dtype="float32", drop_path_rate=0.1))   # student only, main_dino.py default
     c.head.update(out_dim=4096)
     c.optimizer = _dino_adamw()
   else:  # quickstart, smoke

@@ -117,7 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", base_lr=1.5e-4, lr_scaling="linear",   # lr = base_lr x B / 256
       weight_decay=0.05, b1=0.9, b2=0.95, warmup_epochs=40.0, min_lr=0.0,
-      grad_clip_norm=0.0))
+      grad_clip_norm=0.0, layer_decay=1.0))
   if preset == "cifar10":
     runbook.cifar10_data(c, mae_recipe)
     c.model = _vit("vit_small", 4)

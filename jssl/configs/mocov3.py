@@ -112,7 +112,7 @@ def _vit(c: ml_collections.ConfigDict, name: str, patch: int) -> None:
   # (biases, LayerNorm), torch's AdamW in main_moco.py decays all.
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", base_lr=1.5e-4, lr_scaling="linear", weight_decay=0.1,
-      b1=0.9, b2=0.999, warmup_epochs=40.0, grad_clip_norm=0.0))
+      b1=0.9, b2=0.999, warmup_epochs=40.0, grad_clip_norm=0.0, layer_decay=1.0))
   c.total_epochs = 300.0
 
 

@@ -256,16 +256,18 @@ def _augment(key, image, *, size, scale, ratio, flip_p, mean, std, crop):
   return aug_lib.normalize(x, mean=mean, std=std)
 
 
-def _apply(module, params, stats, x, *, train: bool):
+def _apply(module, params, stats, x, *, train: bool, rngs=None):
   """`module.apply` -> `(output, stats)`. `stats` is the module's
   `batch_stats` (None without batch norm); a train-mode pass returns the
-  updated ones, an inference pass returns them unchanged."""
+  updated ones, an inference pass returns them unchanged. `rngs`: the
+  'dropout' key of a ViT trained with drop-path (`model.drop_path_rate`)."""
+  rngs = rngs if train and rngs is not None else {}
   if stats is None:
-    return module.apply({"params": params}, x, train=train), None
+    return module.apply({"params": params}, x, train=train, rngs=rngs), None
   variables = {"params": params, "batch_stats": stats}
   if not train:
     return module.apply(variables, x, train=False), stats
-  out, upd = module.apply(variables, x, train=True, mutable=["batch_stats"])
+  out, upd = module.apply(variables, x, train=True, mutable=["batch_stats"], rngs=rngs)
   return out, upd["batch_stats"]
 
 
@@ -276,12 +278,13 @@ class _Model:
     self.module, self.head, self.train_encoder = module, head, train_encoder
     self.encoder_has_bn = "batch_stats" in frozen_variables
 
-  def __call__(self, params, stats, frozen, x, *, train: bool):
-    """Logits and the updated statistics (`stats` unchanged when not training)."""
+  def __call__(self, params, stats, frozen, x, *, train: bool, key=None):
+    """Logits and the updated statistics (`stats` unchanged when not training).
+    `key`: drop-path key of a fine-tuned ViT (unused otherwise)."""
     new_stats = dict(stats)
     if self.train_encoder:
       out, enc_stats = _apply(self.module, params["encoder"], stats.get("encoder"), x,
-                              train=train)
+                              train=train, rngs=None if key is None else {"dropout": key})
       if enc_stats is not None:
         new_stats["encoder"] = enc_stats
       feats = out["pre_logits"].astype(jnp.float32)
@@ -350,7 +353,8 @@ def train_classifier(module, variables, train: TrainData, test_batches: Iterable
   steps_per_epoch = train.num_examples // batch
   steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
   tx, schedule = schedules.make_optimizer(cfg.optimizer, global_batch=batch,
-                                          total_steps=steps, steps_per_epoch=steps_per_epoch)
+                                          total_steps=steps, steps_per_epoch=steps_per_epoch,
+                                          model=module)
   head = ClassifierHead(num_classes, bn=bool(cfg.head_bn), kernel=cfg.head_init)
   model = _Model(module, variables, head, bool(cfg.train_encoder))
   size = int(preprocess["size"])
@@ -391,7 +395,8 @@ def train_classifier(module, variables, train: TrainData, test_batches: Iterable
       x = jax.vmap(functools.partial(augment, crop=crop))(keys, images)
 
     def loss_fn(params):
-      logits, stats = model(params, state["stats"], frozen, x, train=True)
+      logits, stats = model(params, state["stats"], frozen, x, train=True,
+                            key=jax.random.fold_in(jax.random.fold_in(key, state["step"]), 1))
       loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
       return loss, (stats, logits)
 

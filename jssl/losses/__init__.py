@@ -17,7 +17,7 @@ Public API (stable names):
   DINOv2:        koleo, ibot_patch, ibot_patch_dense, sinkhorn_knopp_teacher
   MSN:           msn, pmsn, MSNTerms, power_law_prior
   Image-text:    clip, siglip, siglip_chunked, siglip_ring, clip_ring, filip
-  Masked:        mae, patchify
+  Masked:        mae, simmim, patchify
   Metrics:       alignment, uniformity, hypersphere, rankme, effective_rank, feature_std
   Wrappers:      matryoshka
 """
@@ -36,6 +36,7 @@ from jssl.losses.msn import MSNTerms, msn, pmsn, power_law_prior
 from jssl.losses.moco import QueueState, enqueue, moco, mocov3
 from jssl.losses.ring import clip_ring, siglip_ring
 from jssl.losses.redundancy import VICRegTerms, barlow_twins, vicreg
+from jssl.losses.simmim import simmim
 from jssl.losses.swav import sinkhorn, swav
 # MAE's target reshaping: a layer-neutral array op (the ViT uses it too, and models
 # never import losses), kept in the public API as `losses.patchify`.
@@ -50,7 +51,7 @@ __all__ = [
     "koleo", "ibot_patch", "ibot_patch_dense", "sinkhorn_knopp_teacher",
     "msn", "pmsn", "MSNTerms", "power_law_prior",
     "clip", "siglip", "siglip_chunked", "siglip_ring", "clip_ring", "filip",
-    "mae", "patchify",
+    "mae", "simmim", "patchify",
     "alignment", "uniformity", "hypersphere", "rankme", "effective_rank", "feature_std",
     "matryoshka",
 ]

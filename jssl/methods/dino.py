@@ -46,6 +46,11 @@ Training tricks of main_dino.py, and how they are done here:
   * weight decay cosine 0.04 -> 0.4, AdamW lr 5e-4 x B/256 with 10 warm-up
     epochs to min_lr 1e-6, biases and 1-D parameters not decayed: the
     optimiser config (`jssl.schedules.make_optimizer`).
+  * drop-path (stochastic depth) in the student ViT only: main_dino.py builds
+    the student with `drop_path_rate=args.drop_path_rate` (default 0.1) and
+    the teacher without; `config.model.drop_path_rate` (0.1 in the ViT
+    presets), keyed by the step's key (rng stream 'dropout'). The teacher
+    is the same network with `drop_path_rate=0` (same parameter tree).
   * teacher temperature: the official schedule is constant within an epoch
     (`teacher_temp_schedule[epoch]`); here it is linear per step
     (`optax.linear_schedule`), which reaches tau_t at the end of the warm-up.
@@ -177,6 +182,9 @@ def make(config, length=None) -> Method:
   encoder = models.make_encoder(config.model)
   head = dino_head.make_dino_head(precision.head_config(config.head, config))
   net = MultiCropNet(encoder=encoder, head=head)
+  # main_dino.py: the teacher ViT has no drop-path (module doc).
+  teacher_net = (MultiCropNet(encoder=encoder.clone(drop_path_rate=0.0), head=head)
+                 if getattr(encoder, "drop_path_rate", 0.0) else net)
   out_dim = int(config.head.out_dim)
   num_views = NUM_GLOBAL + num_local
 
@@ -184,7 +192,10 @@ def make(config, length=None) -> Method:
     return common.multicrop_groups(views, NUM_GLOBAL, num_local, "DINO")
 
   def init(key, views):
-    variables = net.init(key, groups_of(views), train=True)
+    # 'params' keeps the plain key: the same initial weights as before the
+    # student had drop-path.
+    variables = net.init({"params": key, "dropout": jax.random.fold_in(key, 1)},
+                         groups_of(views), train=True)
     params = variables["params"]
     stats = variables.get("batch_stats", {})
     # The teacher starts as a copy of the student (main_dino.py
@@ -197,17 +208,17 @@ def make(config, length=None) -> Method:
                     "center": jnp.zeros((out_dim,), jnp.float32)}
 
   def loss(params, method_state, views, batch, key, step):
-    del batch, key
+    del batch
     groups = groups_of(views)
     b = views[0].shape[0]
     if clip:
       params = clip_grads_per_param(params, clip)
     (h, s_out), new_vars = net.apply(
         {"params": params, "batch_stats": method_state["batch_stats"]},
-        groups, train=True, mutable=["batch_stats"])
+        groups, train=True, mutable=["batch_stats"], rngs={"dropout": key})
     teacher = method_state["teacher"]
     # The teacher runs in train mode (as main_dino.py) on the global crops.
-    (_, t_out), t_vars = net.apply(
+    (_, t_out), t_vars = teacher_net.apply(
         {"params": teacher["params"], "batch_stats": teacher["batch_stats"]},
         groups[:1], train=True, mutable=["batch_stats"])
     # The teacher is a target, built from an EMA and never trained by

@@ -2,7 +2,7 @@
 
   make_encoder(cfg)   -> ResNet; apply(v, x [B, H, W, C], train=...) -> dict with
                          'pre_logits' [B, D], 'feature_map', 'stage1'..'stageN'
-                      -> ViT (name 'vit_*'); apply(v, x, train=..., keep_indices=None)
+                      -> ViT (name 'vit_*'); apply(v, x, train=..., keep_indices=None, mask=None)
                          -> dict with 'pre_logits' [B, D], 'cls' [B, D], 'tokens' [B, N, D]
   feature_dim(cfg)    -> D
   make_projector(cfg) -> MLPHead; apply(v, h [B, D], train=...) -> [B, P]
@@ -33,7 +33,7 @@ __all__ = ["Conv", "conv2d", "MLPHead", "ResNet", "VARIANTS", "ViT", "VIT_VARIAN
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _ENCODER_KEYS = ("name", "stem", "dtype", "width_multiplier", "conv_impl", "zero_init_residual")
 _VIT_KEYS = ("name", "patch_size", "dtype", "pos_embed", "pool", "width", "depth", "num_heads",
-             "mlp_ratio", "attention_impl", "remat")
+             "mlp_ratio", "attention_impl", "remat", "drop_path_rate")
 _TEXT_KEYS = ("name", "vocab_size", "causal", "pool", "dtype", "width", "depth", "num_heads",
               "mlp_ratio", "attention_impl", "remat")
 _HEAD_KEYS = ("hidden_dims", "out_dim", "use_bn", "last_bn", "last_bn_scale", "last_bn_center",
@@ -79,7 +79,9 @@ def make_encoder(cfg: Mapping[str, Any]) -> ResNet | ViT:
       `attention_impl` ('auto' default | 'xla' | 'cudnn': the
       `jax.nn.dot_product_attention` implementation, `vit.resolve_attention_impl`),
       `remat` ('none' default | 'block' | 'dots': rematerialisation of each
-      block, `vit.remat_block`).
+      block, `vit.remat_block`), `drop_path_rate` (0.0: stochastic depth of
+      the blocks in train mode, linear 0 -> rate over depth; needs the
+      method to pass a 'dropout' rng, as DINO and SimMIM do).
 
   Returns:
     An unbound Flax module.

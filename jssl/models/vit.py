@@ -27,6 +27,28 @@ Deviation from timm: no key bias (see `SelfAttention`; softmax cancels it).
 Token masking: `keep_indices` `[B, N_keep]` selects the visible patches after
 the position embeddings are added (MAE's encoder sees the visible patches only;
 the cls token is always kept).
+
+Mask token (`use_mask_token=True`, SimMIM / iBOT / DINOv2): `mask` `[B, N]`
+bool replaces the embeddings of the masked patches by one learned token
+`mask_token` `[1, 1, D]` BEFORE the position embeddings are added, so a masked
+token still knows its place: microsoft/SimMIM `models/simmim.py`
+(`VisionTransformerForSimMIM.forward`: patch_embed, blend with the mask token,
+cat cls, `+ pos_embed`) and facebookresearch/dinov2
+`dinov2/models/vision_transformer.py` (`prepare_tokens_with_masks`:
+`torch.where(masks, mask_token, x)`, then cat cls and add the position
+encoding). Initialised as SimMIM: truncated normal, std 0.02, cut at +-0.02
+(its `_trunc_normal_(std=.02)` passes a=-std, b=std; DINOv2 keeps zeros).
+Without `use_mask_token` the parameter does not exist (old checkpoints load).
+
+Drop-path (stochastic depth; Huang et al. 2016, "Deep Networks with Stochastic
+Depth"; timm `layers/drop.py` `DropPath`, used by DINO / iBOT / DINOv2 / I-JEPA
+/ SimMIM): with `drop_path_rate` r, block i of L (0-based) drops each residual
+branch (attention and MLP) per example with probability r_i = r i / (L - 1)
+(timm / DINO `vision_transformer.py`: `torch.linspace(0, r, depth)`) and
+scales the kept ones by 1 / (1 - r_i). Only when `train=True`; the keys come
+from the flax rng stream 'dropout' (`apply(..., rngs={'dropout': key})`), one
+Bernoulli draw per example of the global batch, so a step does not depend on
+how the batch is sharded.
 """
 from __future__ import annotations
 
@@ -160,8 +182,20 @@ class SelfAttention(nn.Module):
     return dense("out")(y.reshape(b, n, d))
 
 
+def drop_path(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
+  """Stochastic depth on a residual branch `x` `[B, ...]` (timm `drop_path`):
+  each example's branch is zeroed with probability `rate`, the others scaled by
+  1 / (1 - rate)."""
+  keep = 1.0 - rate
+  alive = jax.random.bernoulli(key, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(alive, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
+
+
 class Block(nn.Module):
   """Pre-norm transformer block (timm `Block`): x + MSA(LN(x)); x + MLP(LN(x)).
+
+  `drop_path`: the stochastic-depth rate of both residual branches, applied
+  unless `deterministic` (module doc; rng stream 'dropout').
 
   Call: `(x [B, N, D], key_valid=None [B, N] bool)` (see `SelfAttention`)."""
   num_heads: int
@@ -169,6 +203,13 @@ class Block(nn.Module):
   dtype: Any = jnp.float32
   attention_impl: str = "auto"
   is_causal: bool = False
+  drop_path: float = 0.0
+  deterministic: bool = True
+
+  def _branch(self, y):
+    if self.deterministic or self.drop_path == 0.0:
+      return y
+    return drop_path(y, self.drop_path, self.make_rng("dropout"))
 
   @nn.compact
   def __call__(self, x, key_valid=None):
@@ -176,14 +217,14 @@ class Block(nn.Module):
     y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm1")(x)
     y = SelfAttention(self.num_heads, self.dtype, self.attention_impl, self.is_causal,
                       name="attn")(y, key_valid)
-    x = x + y
+    x = x + self._branch(y)
     y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm2")(x)
     y = nn.Dense(int(d * self.mlp_ratio), dtype=self.dtype, kernel_init=XAVIER,
                  name="mlp_fc1")(y)
     # Exact (erf) GELU: torch nn.GELU, which timm / MAE / DINO use.
     y = nn.gelu(y, approximate=False)
     y = nn.Dense(d, dtype=self.dtype, kernel_init=XAVIER, name="mlp_fc2")(y)
-    return x + y
+    return x + self._branch(y)
 
 
 def remat_block(block_cls: type[nn.Module], remat: str) -> type[nn.Module]:
@@ -231,10 +272,16 @@ class ViT(nn.Module):
     dtype: compute dtype; params stay float32.
     attention_impl: 'auto' (default) | 'xla' | 'cudnn' (`resolve_attention_impl`).
     remat: 'none' (default) | 'block' | 'dots' (`remat_block`).
+    use_mask_token: creates the learned `mask_token` `[1, 1, D]` that `mask`
+      puts in place of masked patches (module doc; SimMIM / iBOT).
+    drop_path_rate: stochastic depth r (0 = off), linear over the blocks from
+      0 to r (module doc; DINO / iBOT / SimMIM use 0.1).
 
-  Call: `apply(variables, x [B, H, W, C], train=bool, keep_indices=None)`.
-  No batch norm, so there are no 'batch_stats' and `train` changes nothing
-  (no dropout / drop-path). Returns a dict: 'pre_logits' `[B, D]` float32,
+  Call: `apply(variables, x [B, H, W, C], train=bool, keep_indices=None,
+  mask=None, rngs={'dropout': key})` (the rng only for `train=True` with
+  `drop_path_rate > 0`). `mask` `[B, N]` bool: True = patch replaced by the
+  mask token (needs `use_mask_token`). No batch norm, so there are no
+  'batch_stats'; `train` only switches drop-path on. Returns a dict: 'pre_logits' `[B, D]` float32,
   'cls' `[B, D]`, 'tokens' `[B, N, D]` (patch tokens after the final norm;
   N = N_keep under `keep_indices`), in the compute dtype except 'pre_logits'.
   """
@@ -248,15 +295,31 @@ class ViT(nn.Module):
   dtype: Any = jnp.float32
   attention_impl: str = "auto"
   remat: str = "none"
+  use_mask_token: bool = False
+  drop_path_rate: float = 0.0
 
   @property
   def feature_dim(self) -> int:
     return self.width
 
+  def drop_path_rates(self) -> list[float]:
+    """r_i = r i / (depth - 1), i = 0 .. depth - 1 (timm / DINO linspace)."""
+    if self.depth == 1:
+      return [0.0]
+    return [self.drop_path_rate * i / (self.depth - 1) for i in range(self.depth)]
+
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool,
-               keep_indices: jax.Array | None = None) -> dict[str, jax.Array]:
-    del train  # No BN, dropout or drop-path: train and eval are the same.
+               keep_indices: jax.Array | None = None,
+               mask: jax.Array | None = None) -> dict[str, jax.Array]:
+    stochastic = bool(train) and self.drop_path_rate > 0.0
+    if stochastic and not self.has_rng("dropout"):
+      raise ConfigError(f"model.drop_path_rate={self.drop_path_rate} needs a 'dropout' rng in "
+                        "train mode (apply(..., rngs={'dropout': key})); this method does not "
+                        "pass one: set model.drop_path_rate=0")
+    if mask is not None and not self.use_mask_token:
+      raise ValueError("ViT got a token mask but has no mask token (build it with "
+                       "use_mask_token=True)")
     if x.ndim != 4:
       raise ValueError(f"ViT expects x [B, H, W, C], got shape {x.shape}")
     if self.pool not in ("cls", "gap"):
@@ -268,6 +331,16 @@ class ViT(nn.Module):
     tokens = nn.Dense(self.width, dtype=self.dtype, kernel_init=XAVIER,
                       name="patch_embed")(patchify(x.astype(self.dtype), p))
     n = gh * gw
+    if self.use_mask_token:
+      # SimMIM's init: trunc_normal_(std=.02, a=-.02, b=.02) (module doc).
+      mask_token = self.param("mask_token", nn.initializers.truncated_normal(0.02, lower=-1.0,
+                                                                            upper=1.0),
+                              (1, 1, self.width))
+      if mask is not None:
+        if mask.shape != (b, n):
+          raise ValueError(f"mask must be [B, N] = {(b, n)}, got {mask.shape}")
+        # Before the position embeddings (SimMIM, DINOv2: module doc).
+        tokens = jnp.where(mask[..., None].astype(bool), mask_token.astype(self.dtype), tokens)
     if self.pos_embed == "sincos":
       pos = jnp.asarray(sincos_2d(self.width, gh, gw))[None]
     elif self.pos_embed == "learned":
@@ -284,9 +357,9 @@ class ViT(nn.Module):
     seq = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (b, 1, self.width)),
                            tokens], axis=1)
     block = remat_block(Block, self.remat)
-    for i in range(self.depth):
+    for i, rate in enumerate(self.drop_path_rates()):
       seq = block(self.num_heads, self.mlp_ratio, self.dtype, self.attention_impl,
-                  name=f"block{i + 1}")(seq)
+                  drop_path=rate, deterministic=not stochastic, name=f"block{i + 1}")(seq)
     seq = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(seq)
     out = {"cls": seq[:, 0], "tokens": seq[:, 1:]}
     # Pool in float32: a mean over N tokens loses bits in bfloat16.
@@ -344,11 +417,13 @@ class MAEDecoder(nn.Module):
 def vit(name: str, *, patch_size: int = 16, pos_embed: str = "sincos",
         pool: str = "cls", dtype: Any = jnp.float32, width: int | None = None,
         depth: int | None = None, num_heads: int | None = None,
-        mlp_ratio: float = 4.0, attention_impl: str = "auto", remat: str = "none") -> ViT:
+        mlp_ratio: float = 4.0, attention_impl: str = "auto", remat: str = "none",
+        use_mask_token: bool = False, drop_path_rate: float = 0.0) -> ViT:
   """Builds a named ViT variant (see `VARIANTS`); width/depth/heads override it.
 
   `attention_impl` ('auto' | 'xla' | 'cudnn') and `remat` ('none' | 'block' |
-  'dots'): see `resolve_attention_impl` and `remat_block`."""
+  'dots'): see `resolve_attention_impl` and `remat_block`. `use_mask_token`,
+  `drop_path_rate` (in [0, 1)): see `ViT`."""
   if name not in _VARIANTS:
     raise ValueError(f"unknown ViT {name!r}; available: {', '.join(VARIANTS)}")
   d, l, h = _VARIANTS[name]
@@ -360,9 +435,12 @@ def vit(name: str, *, patch_size: int = 16, pos_embed: str = "sincos",
   if pos_embed not in ("sincos", "learned"):
     raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
   check_attention_config(attention_impl, remat, dtype)
+  if not 0.0 <= float(drop_path_rate) < 1.0:
+    raise ConfigError(f"model.drop_path_rate must be in [0, 1), got {drop_path_rate}")
   return ViT(width=d, depth=l, num_heads=h, mlp_ratio=float(mlp_ratio),
              patch_size=int(patch_size), pos_embed=pos_embed, pool=pool, dtype=dtype,
-             attention_impl=attention_impl, remat=remat)
+             attention_impl=attention_impl, remat=remat, use_mask_token=bool(use_mask_token),
+             drop_path_rate=float(drop_path_rate))
 
 
 def check_attention_config(attention_impl: str, remat: str, dtype: Any) -> None:

@@ -186,7 +186,7 @@ def _vit_config():
   import ml_collections  # pylint: disable=import-outside-toplevel
   c = _config()
   c.model = ml_collections.ConfigDict(dict(name="vit_test", patch_size=4,
-                                           pos_embed="sincos"))
+                                           pos_embed="sincos", drop_path_rate=0.1))
   c.head.use_bn = False  # DINO's ViT head has no BN
   return c
 
