@@ -47,7 +47,8 @@ imagenet    NNCLR ResNet-50 on TFDS `imagenet2012`, the paper's recipe
             (--config.batch_size is the GLOBAL batch; the support set must
             hold at least one global batch).
 
-smoke       Tiny model, 6 steps, support set of 3 batches (it wraps): tests.
+smoke       Tiny model, 6 steps, support set of 1.5 batches (the ring wraps
+            mid-batch at step 2): tests.
 
 Quickstart figures: not yet measured when this file was written; see the
 README "Zoo" table.
@@ -109,6 +110,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if preset == "smoke":
       c.projector.update(hidden_dims=(32, 32), out_dim=16)
       c.predictor.update(hidden_dims=(32,), out_dim=16)
-      c.loss.queue_size = 96
+      c.loss.queue_size = 48    # 1.5 batches: the ring splits at step 2
   c.views.num_views = 2         # NNCLR contrasts two views of each image
   return c
