@@ -19,6 +19,7 @@ from jssl_testing import load_config
 
 IMAGE_METHODS = ("simclr", "barlow_twins", "vicreg", "supcon", "byol", "simsiam",
                  "mocov2", "mocov3", "swav", "dino", "mae")
+IMAGE_METHODS += ("nnclr", "tico")
 IMAGE_TEXT = ("clip", "siglip", "lit")
 HALF = (jnp.bfloat16, jnp.float16)
 # Primitives that must never see a 16-bit float in a loss (softmax,
