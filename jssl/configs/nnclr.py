@@ -50,8 +50,10 @@ imagenet    NNCLR ResNet-50 on TFDS `imagenet2012`, the paper's recipe
 smoke       Tiny model, 6 steps, support set of 1.5 batches (the ring wraps
             mid-batch at step 2): tests.
 
-Quickstart figures: not yet measured when this file was written; see the
-README "Zoo" table.
+Quickstart figures (python benchmarks/zoo.py --methods nnclr; one run, on a
+2-core CPU shared with ~6 other jobs, load average ~13): 200 steps in 2306 s
+wall (29 img/s), final loss 5.51, online probe 55.5%; linear top-1 97.8%
+(random-init encoder 80.9%), kNN 83.6% (random-init 44.7%).
 
 Every field can be overridden with --config.<field>=<value>; a misspelled
 field fails with an error naming it (the config is locked).
