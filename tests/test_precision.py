@@ -18,7 +18,7 @@ from jssl import export, losses, methods, models, precision, schedules, train
 from jssl_testing import load_config
 
 IMAGE_METHODS = ("simclr", "barlow_twins", "vicreg", "supcon", "byol", "simsiam",
-                 "mocov2", "mocov3", "swav", "dino", "mae", "simmim")
+                 "mocov2", "mocov3", "swav", "dino", "mae", "simmim", "nnclr", "tico")
 IMAGE_TEXT = ("clip", "siglip", "lit")
 HALF = (jnp.bfloat16, jnp.float16)
 # Primitives that must never see a 16-bit float in a loss (softmax,

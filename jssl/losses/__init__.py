@@ -10,6 +10,8 @@ inside `jax.shard_map` pass `axis_name`. Stop-gradients sit where the papers put
 Public API (stable names):
   Contrastive:   ntxent, ntxent_chunked, info_nce, supcon, dcl, dclw
   MoCo:          moco, mocov3, enqueue, QueueState
+  NNCLR:         nnclr, nearest_neighbour, NNCLRAux
+  TiCo:          tico
   Cosine:        byol, byol_regression, simsiam, negative_cosine
   Redundancy:    barlow_twins, vicreg, VICRegTerms
   Clustering:    sinkhorn, swav
@@ -34,10 +36,12 @@ from jssl.losses.metrics import (alignment, effective_rank, feature_std, hypersp
                                  uniformity)
 from jssl.losses.msn import MSNTerms, msn, pmsn, power_law_prior
 from jssl.losses.moco import QueueState, enqueue, moco, mocov3
+from jssl.losses.nnclr import NNCLRAux, nearest_neighbour, nnclr
 from jssl.losses.ring import clip_ring, siglip_ring
 from jssl.losses.redundancy import VICRegTerms, barlow_twins, vicreg
 from jssl.losses.simmim import simmim
 from jssl.losses.swav import sinkhorn, swav
+from jssl.losses.tico import tico
 # MAE's target reshaping: a layer-neutral array op (the ViT uses it too, and models
 # never import losses), kept in the public API as `losses.patchify`.
 from jssl.patches import patchify
@@ -45,6 +49,7 @@ from jssl.patches import patchify
 __all__ = [
     "ntxent", "ntxent_chunked", "info_nce", "supcon", "dcl", "dclw",
     "moco", "mocov3", "enqueue", "QueueState",
+    "nnclr", "nearest_neighbour", "NNCLRAux", "tico",
     "byol", "byol_regression", "simsiam", "negative_cosine",
     "barlow_twins", "vicreg", "VICRegTerms",
     "sinkhorn", "swav", "dino",
