@@ -16,6 +16,7 @@ Public API (stable names):
   Distillation:  dino
   Image-text:    clip, siglip, siglip_chunked, siglip_ring, clip_ring, filip
   Masked:        mae, patchify
+  Joint-embedding predictive: ijepa
   Metrics:       alignment, uniformity, hypersphere, rankme, effective_rank, feature_std
   Wrappers:      matryoshka
 """
@@ -24,6 +25,7 @@ from jssl.losses.contrastive import dcl, dclw, info_nce, ntxent, supcon
 from jssl.losses.cosine import byol, byol_regression, negative_cosine, simsiam
 from jssl.losses.dino import dino
 from jssl.losses.filip import filip
+from jssl.losses.ijepa import ijepa
 from jssl.losses.image_text import clip, siglip
 from jssl.losses.mae import mae
 from jssl.losses.matryoshka import matryoshka
@@ -45,6 +47,7 @@ __all__ = [
     "sinkhorn", "swav", "dino",
     "clip", "siglip", "siglip_chunked", "siglip_ring", "clip_ring", "filip",
     "mae", "patchify",
+    "ijepa",
     "alignment", "uniformity", "hypersphere", "rankme", "effective_rank", "feature_std",
     "matryoshka",
 ]
