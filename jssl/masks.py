@@ -152,33 +152,19 @@ def check_multiblock(grid_hw: Sequence[int], *, num_targets: int,
                       f"tokens can cover the whole {gh}x{gw} grid, leaving no context")
 
 
-def _block(top, left, h, w, grid_hw):
-  """bool [N]: the h x w block at (top, left) on the row-major grid."""
+def _blocks(tops, lefts, h, w, grid_hw):
+  """bool [..., N]: the h x w blocks at (tops, lefts) `[...]` on the row-major grid."""
   gh, gw = grid_hw
-  r = jnp.arange(gh)[:, None]
-  c = jnp.arange(gw)[None, :]
-  inside = (r >= top) & (r < top + h) & (c >= left) & (c < left + w)
-  return inside.reshape(gh * gw)
+  rows = jnp.arange(gh)
+  cols = jnp.arange(gw)
+  in_r = (rows >= tops[..., None]) & (rows < (tops + h)[..., None])       # [..., gh]
+  in_c = (cols >= lefts[..., None]) & (cols < (lefts + w)[..., None])     # [..., gw]
+  return (in_r[..., :, None] & in_c[..., None, :]).reshape(*tops.shape, gh * gw)
 
 
-def _corner(key, h, w, grid_hw, *, inclusive: bool):
-  """Uniform top-left corner of an h x w block (high exclusive like
-  `torch.randint`, or inclusive like Python's `random.randint`)."""
-  gh, gw = grid_hw
-  kt, kl = jax.random.split(key)
-  extra = 1 if inclusive else 0
-  top = jax.random.randint(kt, (), 0, gh - h + extra)
-  left = jax.random.randint(kl, (), 0, gw - w + extra)
-  return top, left
-
-
-def _compact(mask, size: int):
-  """The True positions of bool [N] in raster order, padded to `size`:
-  (indices int32 [size], valid bool [size])."""
-  order = jnp.argsort(~mask, stable=True)   # True (kept) first, each group in order
-  idx = order[:size].astype(jnp.int32)
-  valid = jnp.arange(size) < jnp.sum(mask)
-  return jnp.where(valid, idx, 0), valid
+def _scaled(u, n):
+  """floor(u * n): uniform over 0 .. n - 1 for u uniform in [0, 1)."""
+  return jnp.floor(u * n).astype(jnp.int32)
 
 
 def multiblock(key, batch: int, grid_hw: Sequence[int], *, num_targets: int = 4,
@@ -209,43 +195,42 @@ def multiblock(key, batch: int, grid_hw: Sequence[int], *, num_targets: int = 4,
                    target_aspect=target_aspect, num_context=num_context,
                    context_scale=context_scale, context_aspect=context_aspect,
                    min_keep=min_keep)
+  gh, gw = grid_hw
   th, tw = (jnp.asarray(t) for t in block_size_table(grid_hw, target_scale, target_aspect))
   ch, cw = (jnp.asarray(t) for t in block_size_table(grid_hw, context_scale, context_aspect))
   n_t = max_block_area(grid_hw, target_scale, target_aspect)
   n_c = max_block_area(grid_hw, context_scale, context_aspect)
-  k_pred, k_enc, k_img = jax.random.split(key, 3)
-  # One size per batch (MaskCollator.__call__: p_size, e_size).
-  lp = jax.random.randint(k_pred, (), 0, LEVELS)
-  le = jax.random.randint(k_enc, (), 0, LEVELS)
-  h, w = th[lp], tw[lp]
-  eh, ew = ch[le], cw[le]
+  b, m_t, m_c, tries = batch, num_targets, num_context, CONTEXT_TRIES
+  # All the step's randomness in one draw (one threefry program to compile).
+  sizes = (2, b * m_t * 2, b * m_c * tries * 2)
+  u = jax.random.uniform(key, (sum(sizes),))
+  u_size, u_t, u_c = jnp.split(u, [sizes[0], sizes[0] + sizes[1]])
+  # One block size per batch (MaskCollator.__call__: p_size, then e_size).
+  lp, le = _scaled(u_size[0], LEVELS), _scaled(u_size[1], LEVELS)
+  h, w, eh, ew = th[lp], tw[lp], ch[le], cw[le]
+  # Targets: corners [B, M_t]; slot s of a block is row s // w, column s % w
+  # (raster order), valid for s < h * w.
+  u_t = u_t.reshape(b, m_t, 2)
+  tops, lefts = _scaled(u_t[..., 0], gh - h), _scaled(u_t[..., 1], gw - w)
   slots = jnp.arange(n_t)
-  gw = grid_hw[1]
-
-  def one_image(k):
-    kt, kc = jax.random.split(k)
-    corners = jax.vmap(lambda kk: _corner(kk, h, w, grid_hw, inclusive=False))(
-        jax.random.split(kt, num_targets))
-    tops, lefts = corners
-    # Slot s of a block: row s // w, column s % w (raster order); s < h*w valid.
-    t_valid = jnp.broadcast_to(slots < h * w, (num_targets, n_t))
-    t_idx = ((tops[:, None] + slots[None] // w) * gw + lefts[:, None] + slots[None] % w)
-    t_idx = jnp.where(t_valid, t_idx, 0).astype(jnp.int32)
-    covered = jnp.any(jax.vmap(lambda t, l: _block(t, l, h, w, grid_hw))(tops, lefts), axis=0)
-
-    def one_context(kk):
-      ctops, clefts = jax.vmap(lambda k3: _corner(k3, eh, ew, grid_hw, inclusive=False))(
-          jax.random.split(kk, CONTEXT_TRIES))
-      cand = jax.vmap(lambda t, l: _block(t, l, eh, ew, grid_hw))(ctops, clefts) & ~covered
-      counts = jnp.sum(cand, axis=1)
-      ok = counts > min_keep
-      pick = jnp.where(jnp.any(ok), jnp.argmax(ok), jnp.argmax(counts))
-      return _compact(cand[pick], n_c)
-
-    c_idx, c_valid = jax.vmap(one_context)(jax.random.split(kc, num_context))
-    return c_idx, c_valid, t_idx, t_valid
-
-  c_idx, c_valid, t_idx, t_valid = jax.vmap(one_image)(jax.random.split(k_img, batch))
+  t_valid = jnp.broadcast_to(slots < h * w, (b, m_t, n_t))
+  t_idx = (tops[..., None] + slots // w) * gw + lefts[..., None] + slots % w
+  t_idx = jnp.where(t_valid, t_idx, 0).astype(jnp.int32)
+  covered = jnp.any(_blocks(tops, lefts, h, w, grid_hw), axis=1)          # [B, N]
+  # Context: `tries` candidate corners per block [B, M_c, R], targets removed;
+  # the first with more than min_keep tokens, else the fullest.
+  u_c = u_c.reshape(b, m_c, tries, 2)
+  cand = _blocks(_scaled(u_c[..., 0], gh - eh), _scaled(u_c[..., 1], gw - ew), eh, ew,
+                 grid_hw) & ~covered[:, None, None]                        # [B, M_c, R, N]
+  counts = jnp.sum(cand, axis=-1)
+  ok = counts > min_keep
+  pick = jnp.where(jnp.any(ok, axis=-1), jnp.argmax(ok, axis=-1), jnp.argmax(counts, axis=-1))
+  chosen = jnp.take_along_axis(cand, pick[..., None, None], axis=2)[:, :, 0]   # [B, M_c, N]
+  count = jnp.take_along_axis(counts, pick[..., None], axis=2)                  # [B, M_c, 1]
+  # Compact: kept tokens first, each group in raster order (stable sort).
+  c_idx = jnp.argsort(~chosen, axis=-1, stable=True)[..., :n_c].astype(jnp.int32)
+  c_valid = jnp.arange(n_c) < count
+  c_idx = jnp.where(c_valid, c_idx, 0)
   mb = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731  [B, M, ...] -> [M, B, ...]
   return MultiBlock(mb(c_idx), mb(c_valid), mb(t_idx), mb(t_valid))
 
@@ -295,32 +280,34 @@ def blockwise(key, batch: int, grid_hw: Sequence[int], *, mask_ratio_range=(0.1,
   max_patches = 0.5 * n if max_num_patches is None else max_num_patches
   n_masked = int(batch * mask_probability)
   edges = np.linspace(mask_ratio_range[0], mask_ratio_range[1], n_masked + 1)
-  k_ratio, k_perm, k_img = jax.random.split(key, 3)
-  u = jax.random.uniform(k_ratio, (n_masked,))
-  ratios = jnp.asarray(edges[:-1], jnp.float32) + u * jnp.asarray(np.diff(edges), jnp.float32)
+  # All the randomness in one draw: ratios, the shuffle, 4 per proposal.
+  sizes = (n_masked, batch, batch * num_tries * 4)
+  u = jax.random.uniform(key, (sum(sizes),))
+  u_ratio, u_perm, u_prop = jnp.split(u, [sizes[0], sizes[0] + sizes[1]])
+  ratios = (jnp.asarray(edges[:-1], jnp.float32)
+            + u_ratio * jnp.asarray(np.diff(edges), jnp.float32))
   counts = jnp.concatenate([jnp.floor(n * ratios).astype(jnp.int32),
                             jnp.zeros((batch - n_masked,), jnp.int32)])
-  counts = jax.random.permutation(k_perm, counts)   # random.shuffle(masks_list)
+  counts = counts[jnp.argsort(u_perm)]              # random.shuffle(masks_list)
+  u_prop = u_prop.reshape(num_tries, batch, 4)
 
-  def one_image(k, target):
-    def body(i, carry):
-      mask, count = carry
-      ka, kr, kc = jax.random.split(jax.random.fold_in(k, i), 3)
-      limit = jnp.minimum(target - count, max_patches).astype(jnp.float32)
-      area = min_num_patches + jax.random.uniform(ka) * (limit - min_num_patches)
-      ar = jnp.exp(jax.random.uniform(kr, minval=log_ar[0], maxval=log_ar[1]))
-      h = jnp.round(jnp.sqrt(area * ar)).astype(jnp.int32)
-      w = jnp.round(jnp.sqrt(area / ar)).astype(jnp.int32)
-      fits = (w < gw) & (h < gh)
-      top, left = _corner(kc, jnp.minimum(h, gh - 1), jnp.minimum(w, gw - 1), grid_hw,
-                          inclusive=True)
-      block = _block(top, left, h, w, grid_hw)
-      new = jnp.sum(block & ~mask)
-      accept = (count < target) & fits & (new > 0) & (new <= limit)
-      return jnp.where(accept, mask | block, mask), count + jnp.where(accept, new, 0)
+  def body(i, carry):
+    mask, count = carry                                   # [B, N], [B]
+    ua, ur, ut, ul = (u_prop[i, :, j] for j in range(4))
+    limit = jnp.minimum(counts - count, max_patches).astype(jnp.float32)
+    area = min_num_patches + ua * (limit - min_num_patches)
+    ar = jnp.exp(log_ar[0] + ur * (log_ar[1] - log_ar[0]))
+    h = jnp.round(jnp.sqrt(area * ar)).astype(jnp.int32)
+    w = jnp.round(jnp.sqrt(area / ar)).astype(jnp.int32)
+    fits = (w < gw) & (h < gh)
+    # random.randint(0, H - h): both ends inclusive.
+    top = _scaled(ut, jnp.maximum(gh - h + 1, 1))
+    left = _scaled(ul, jnp.maximum(gw - w + 1, 1))
+    block = _blocks(top, left, h, w, grid_hw)
+    new = jnp.sum(block & ~mask, axis=-1)
+    accept = (count < counts) & fits & (new > 0) & (new <= limit)
+    return mask | (block & accept[:, None]), count + jnp.where(accept, new, 0)
 
-    mask, _ = jax.lax.fori_loop(0, num_tries, body,
-                                (jnp.zeros((n,), bool), jnp.zeros((), jnp.int32)))
-    return mask
-
-  return jax.vmap(one_image)(jax.random.split(k_img, batch), counts)
+  mask, _ = jax.lax.fori_loop(0, num_tries, body, (jnp.zeros((batch, n), bool),
+                                                   jnp.zeros((batch,), jnp.int32)))
+  return mask
