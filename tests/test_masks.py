@@ -5,7 +5,6 @@ whole h x w blocks of the sampled size, disjoint from the context; the block-siz
 tables reproduce ijepa's `_sample_block_size` by hand; bad settings raise
 ConfigError naming the field."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

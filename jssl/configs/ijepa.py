@@ -28,7 +28,8 @@ quickstart  scikit-learn's digits at 16 px (offline), ViT of width 128, depth 4,
 
 cifar10     ViT-Small/4 (32 px -> 8 x 8 = 64 patches) on TFDS `cifar10`,
             predictor 192 wide x 6 blocks x 6 heads, batch 256, 300 epochs,
-            AdamW lr 1e-3 x B/2048 ... with the paper's masks and schedules.
+            AdamW lr 1e-3 (not batch-scaled), 15 warm-up epochs, the paper's
+            masks and weight-decay / momentum schedules.
             No published CIFAR-10 I-JEPA recipe: these are the ImageNet
             settings scaled to the small grid (min_keep 4 instead of 10 on
             a 64-token grid); treat the first run as the reference.

@@ -19,9 +19,8 @@ removed from it. Then (train.py `forward_target`, `forward_context`, `loss_fn`):
 The target encoder is an EMA copy of the context encoder (same architecture,
 initialised as a copy, train.py `copy.deepcopy(encoder)`); it lives in
 `method_state`, so no gradient reaches it. The predictor (`jssl.models.ijepa.
-Predictor`) is a narrow ViT: `config.predictor` width (384), depth (12 for
-ViT-H in the paper; 6 for ViT-B in ijepa's configs), num_heads (ijepa: the
-encoder's).
+Predictor`) is a narrow ViT: `config.predictor` width (384), depth (12 in the
+paper's ViT-H/14 config), num_heads (ijepa: the encoder's).
 
 Evaluation / export: the TARGET encoder's average-pooled last-layer patch
 tokens (`config.model.pool='gap'`: mean of the final-LayerNorm patch tokens),
