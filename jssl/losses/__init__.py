@@ -20,6 +20,7 @@ Public API (stable names):
   MSN:           msn, pmsn, MSNTerms, power_law_prior
   Image-text:    clip, siglip, siglip_chunked, siglip_ring, clip_ring, filip
   Masked:        mae, simmim, patchify
+  Joint-embedding predictive: ijepa
   Metrics:       alignment, uniformity, hypersphere, rankme, effective_rank, feature_std
   Wrappers:      matryoshka
 """
@@ -29,6 +30,7 @@ from jssl.losses.cosine import byol, byol_regression, negative_cosine, simsiam
 from jssl.losses.dino import dino
 from jssl.losses.dinov2 import ibot_patch, ibot_patch_dense, koleo, sinkhorn_knopp_teacher
 from jssl.losses.filip import filip
+from jssl.losses.ijepa import ijepa
 from jssl.losses.image_text import clip, siglip
 from jssl.losses.mae import mae
 from jssl.losses.matryoshka import matryoshka
@@ -57,6 +59,7 @@ __all__ = [
     "msn", "pmsn", "MSNTerms", "power_law_prior",
     "clip", "siglip", "siglip_chunked", "siglip_ring", "clip_ring", "filip",
     "mae", "simmim", "patchify",
+    "ijepa",
     "alignment", "uniformity", "hypersphere", "rankme", "effective_rank", "feature_std",
     "matryoshka",
 ]
