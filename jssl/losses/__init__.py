@@ -12,6 +12,8 @@ Public API (stable names):
   MoCo:          moco, mocov3, enqueue, QueueState
   Cosine:        byol, byol_regression, simsiam, negative_cosine
   Redundancy:    barlow_twins, vicreg, VICRegTerms
+  Manifold:      mmcr, mmcr_official, MMCRTerms
+  Whitening:     wmse
   Clustering:    sinkhorn, swav
   Distillation:  dino
   Image-text:    clip, siglip, siglip_chunked, siglip_ring, clip_ring, filip
@@ -27,12 +29,14 @@ from jssl.losses.filip import filip
 from jssl.losses.image_text import clip, siglip
 from jssl.losses.mae import mae
 from jssl.losses.matryoshka import matryoshka
+from jssl.losses.mmcr import MMCRTerms, mmcr, mmcr_official
 from jssl.losses.metrics import (alignment, effective_rank, feature_std, hypersphere, rankme,
                                  uniformity)
 from jssl.losses.moco import QueueState, enqueue, moco, mocov3
 from jssl.losses.ring import clip_ring, siglip_ring
 from jssl.losses.redundancy import VICRegTerms, barlow_twins, vicreg
 from jssl.losses.swav import sinkhorn, swav
+from jssl.losses.wmse import wmse
 # MAE's target reshaping: a layer-neutral array op (the ViT uses it too, and models
 # never import losses), kept in the public API as `losses.patchify`.
 from jssl.patches import patchify
@@ -42,6 +46,7 @@ __all__ = [
     "moco", "mocov3", "enqueue", "QueueState",
     "byol", "byol_regression", "simsiam", "negative_cosine",
     "barlow_twins", "vicreg", "VICRegTerms",
+    "mmcr", "mmcr_official", "MMCRTerms", "wmse",
     "sinkhorn", "swav", "dino",
     "clip", "siglip", "siglip_chunked", "siglip_ring", "clip_ring", "filip",
     "mae", "patchify",
