@@ -31,7 +31,7 @@ cifar10     The official CIFAR recipe (ThomasYerxa/mmcr `pretrain_cifar_stl.py`,
                            --workdir=DIR --config.data.data_dir=DATA_DIR \
                            --config.model.dtype=bfloat16
             CPU (2 cores, a smoke check only): add --config.total_steps=5
-            --config.views.num_views=4. Time per epoch: not measured (each step
+            --config.views.num_views=4 (a few steps). Time per epoch: not measured (each step
             runs 32 x 40 = 1280 images through a ResNet-50).
 
 imagenet    The official ImageNet recipe (`pretrain_imagenet.py` defaults,

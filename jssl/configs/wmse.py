@@ -17,7 +17,7 @@ cifar10     W-MSE 4 on TFDS `cifar10`, the official CIFAR-10 command
             512-1024-64 (Linear-BN-ReLU-Linear), w_size 128, w_iter 1, eps 0,
             Adam lr 3e-3 (not scaled with the batch), weight decay 1e-6, 1000
             epochs; views: crop 0.2-1, flip, jitter (0.4, 0.4, 0.4, 0.1) p=0.8,
-            grayscale p=0.1, no blur. W-MSE 2: --config.views.num_views=2.
+            grayscale p=0.1, no blur. W-MSE 2: --config.views.num_views=2 (as above).
             Expected: about 92.0% top-1 linear for W-MSE 4, 91.6% for W-MSE 2
             (paper Table 1 as we read it, ResNet-18, 1000 epochs).
             Data: TFDS `cifar10` in --config.data.data_dir (TFDS default

@@ -21,13 +21,17 @@ Deviations: the official code runs the encoder once per view (BN per view) and t
 on the concatenation; here encoder and head see all V views in one pass
 (`common.joint_forward`, as jssl's SimCLR / VICReg), so the encoder's BN statistics span
 the V*B images. jssl's MLP head drops the bias of the Linear before BN (BN's shift makes
-it redundant).
+it redundant), and the bias of the output Linear is frozen at 0 (the whitening removes
+the mean, so the loss has no gradient for it beyond rounding noise).
 """
 from __future__ import annotations
 
 from jssl import errors, losses
 from jssl.methods import base, common
 from jssl.methods.base import Method
+
+_OUT_BIAS = "projector/out/bias"
+_NEVER = 2**31 - 1  # a step count never reached: frozen for the whole run
 
 
 def make(config, length=None) -> Method:
@@ -75,5 +79,9 @@ def make(config, length=None) -> Method:
                                                 white[z.shape[1]:2 * z.shape[1]])}
     return value, (new_state, metrics)
 
+  # The whitening subtracts the batch mean, so the loss does not depend on the bias of
+  # the head's output Linear: its gradient is rounding noise, which Adam would scale up
+  # to lr-sized steps (and which differs between device layouts). It stays at 0.
+  frozen = ((_OUT_BIAS, _NEVER),)
   return Method(init=init, loss=loss, update_state=base.keep_state,
-                encoder=encoder, encoder_variables=base.trunk_variables)
+                encoder=encoder, encoder_variables=base.trunk_variables, frozen=frozen)
