@@ -10,8 +10,8 @@ quickstart  Offline digits (1347 train / 450 test, 16 px), half-width ResNet-10,
               python -m jssl.main --config=mmcr:quickstart \
                   --workdir=/tmp/jssl_mmcr
             Measured (`benchmarks/zoo.py --methods mmcr`, 2 CPU cores shared
-            with ~7 other jobs, load ~16): 2531 s wall (11.8 img/s; about 5x
-            faster on idle cores), final loss -57.4 (minus the centroid nuclear norm), linear
+            with ~7 other jobs, load ~16, so the time says little): 2531 s wall,
+            11.8 img/s, final loss -57.4 (minus the centroid nuclear norm), linear
             top-1 90.4% (random-init encoder 76.2%), kNN 75.8% (42.0%).
 
 cifar10     The official CIFAR recipe (ThomasYerxa/mmcr `pretrain_cifar_stl.py`,
