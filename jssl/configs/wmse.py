@@ -30,7 +30,7 @@ cifar10     W-MSE 4 on TFDS `cifar10`, the official CIFAR-10 command
             One GPU:   python -m jssl.main --config=wmse:cifar10 \
                            --workdir=DIR --config.data.data_dir=DATA_DIR \
                            --config.model.dtype=bfloat16
-            CPU (2 cores, a smoke check only): add --config.total_steps=20.
+            CPU (2 cores, a smoke check only): add --config.total_steps=20 (a few steps).
             Time per epoch: not measured (4 views of 256 images a step through a
             ResNet-18: about twice SimCLR's two-view step).
 
