@@ -8,7 +8,12 @@ quickstart  Offline digits (1347 train / 450 test, 16 px), half-width ResNet-10,
             the paper's CIFAR runs), whitening sub-batches of 128, AdamW lr 3e-3:
               python -m jssl.main --config=wmse:quickstart \
                   --workdir=/tmp/jssl_wmse
-            Measured: MEASURED_WMSE
+            Measured (`benchmarks/zoo.py --methods wmse`, 2 CPU cores shared
+            with ~7 other jobs, so the time says little): 1509 s wall, 41 img/s,
+            final loss 1.91, linear top-1 88.4% (random-init encoder 76.2%), kNN
+            54.7% (42.0%). The loss moves slowly with a 64-d embedding on digits
+            (64 view-invariant directions to find); a 16-d one
+            (--config.projector.out_dim=16) fell faster (1.68 at step 75 vs 1.94).
 
 cifar10     W-MSE 4 on TFDS `cifar10`, the official CIFAR-10 command
             (htdt/self-supervised README: `--epoch 1000 --lr 3e-3 --num_samples 4
