@@ -14,6 +14,8 @@ Public API (stable names):
   TiCo:          tico
   Cosine:        byol, byol_regression, simsiam, negative_cosine
   Redundancy:    barlow_twins, vicreg, VICRegTerms
+  Manifold:      mmcr, mmcr_official, MMCRTerms
+  Whitening:     wmse
   Clustering:    sinkhorn, swav
   Distillation:  dino
   DINOv2:        koleo, ibot_patch, ibot_patch_dense, sinkhorn_knopp_teacher
@@ -34,6 +36,7 @@ from jssl.losses.ijepa import ijepa
 from jssl.losses.image_text import clip, siglip
 from jssl.losses.mae import mae
 from jssl.losses.matryoshka import matryoshka
+from jssl.losses.mmcr import MMCRTerms, mmcr, mmcr_official
 from jssl.losses.metrics import (alignment, effective_rank, feature_std, hypersphere, rankme,
                                  uniformity)
 from jssl.losses.msn import MSNTerms, msn, pmsn, power_law_prior
@@ -44,6 +47,7 @@ from jssl.losses.redundancy import VICRegTerms, barlow_twins, vicreg
 from jssl.losses.simmim import simmim
 from jssl.losses.swav import sinkhorn, swav
 from jssl.losses.tico import tico
+from jssl.losses.wmse import wmse
 # MAE's target reshaping: a layer-neutral array op (the ViT uses it too, and models
 # never import losses), kept in the public API as `losses.patchify`.
 from jssl.patches import patchify
@@ -54,6 +58,7 @@ __all__ = [
     "nnclr", "nearest_neighbour", "NNCLRAux", "tico",
     "byol", "byol_regression", "simsiam", "negative_cosine",
     "barlow_twins", "vicreg", "VICRegTerms",
+    "mmcr", "mmcr_official", "MMCRTerms", "wmse",
     "sinkhorn", "swav", "dino",
     "koleo", "ibot_patch", "ibot_patch_dense", "sinkhorn_knopp_teacher",
     "msn", "pmsn", "MSNTerms", "power_law_prior",
