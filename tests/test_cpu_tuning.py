@@ -36,6 +36,10 @@ def test_choose_takes_the_fastest_pair_and_skips_failures():
   res = {"a": {"xla": 3.0, "matmul": 9.0}, "b": {"error": "crashed"},
          "c": {"xla": 11.0, "matmul": 2.0}}
   assert cpu_tuning.choose(res) == ("c", "xla")
+  # Within 3% of the fastest, the earlier candidate (closer to jaxlib's defaults) wins.
+  res["c"]["xla"] = 9.2
+  assert cpu_tuning.choose(res) == ("a", "matmul")
+  assert cpu_tuning.choose(res, tolerance=0.0) == ("c", "xla")
   with pytest.raises(RuntimeError, match="every XLA:CPU candidate failed: a: boom"):
     cpu_tuning.choose({"a": {"error": "boom"}})
 
