@@ -14,15 +14,22 @@ quickstart  Offline digits (1347 train / 450 test, 16 px), half-width ResNet-10,
             11.8 img/s, final loss -57.4 (minus the centroid nuclear norm), linear
             top-1 90.4% (random-init encoder 76.2%), kNN 75.8% (42.0%).
 
-cifar10     The official CIFAR recipe (ThomasYerxa/mmcr `pretrain_cifar_stl.py`,
-            `mmcr/cifar_stl/train.py`, `models.py`, `data.py`): ResNet-50 with the
-            CIFAR stem (3x3 conv, no max-pool), projector 2048-512-128
-            (Linear-BN-ReLU-Linear), 32 images x 40 views a step, Adam lr 1e-3
-            (constant, not scaled with the batch), weight decay 1e-6, 500 epochs,
-            lambda 0, no momentum encoder; views: crop 0.08-1, flip, jitter
-            (0.4, 0.4, 0.4, 0.1) p=0.8, grayscale p=0.2, no blur.
-            Expected: about 93.5% top-1 linear (paper Table 1, CIFAR-10, ResNet-50,
-            40 views; the official code selects the best of many checkpoints).
+cifar10     The official CIFAR recipe, checked against ThomasYerxa/mmcr
+            `pretrain_cifar_stl.py` (defaults: batch_size 32, n_aug 40, lr 1e-3,
+            lmbda 0, epochs 500), `mmcr/cifar_stl/train.py` (torch Adam,
+            weight_decay 1e-6, no LR schedule, projector_dims [512, 128]),
+            `models.py` (ResNet-50, 3x3 stride-1 conv1, max-pool dropped;
+            projector Linear-BN-ReLU-Linear, its Linear layers without bias)
+            and `data.py` (`CifarBatchTransform`): 32 images x 40 views a step,
+            Adam lr 1e-3 (constant, not scaled with the batch), weight decay
+            1e-6, 500 epochs, lambda 0, no momentum encoder; views: crop
+            0.08-1, flip, jitter (0.4, 0.4, 0.4, 0.1) p=0.8, grayscale p=0.2,
+            no blur.
+            Expected: NOT VERIFIED. An earlier draft quoted about 93.5% top-1
+            linear (paper Table 1, CIFAR-10, 40 views) from memory; neither the
+            paper nor the repository README (which gives no figures) could be
+            checked. Note the official code selects the best of many saved
+            checkpoints by linear accuracy (`model_select_cifar_stl.py`).
             Data: TFDS `cifar10` in --config.data.data_dir (TFDS default
             ~/tensorflow_datasets). With a network, TFDS downloads and
             prepares it once: `tfds build cifar10 --data_dir=DATA_DIR`.
@@ -37,16 +44,20 @@ cifar10     The official CIFAR recipe (ThomasYerxa/mmcr `pretrain_cifar_stl.py`,
             --config.views.num_views=4 (a few steps). Time per epoch: not measured (each step
             runs 32 x 40 = 1280 images through a ResNet-50).
 
-imagenet    The official ImageNet recipe (`pretrain_imagenet.py` defaults,
-            `mmcr/imagenet/train.py`, `models.py`, `misc.py`, `data.py`):
-            ResNet-50, batch 2048 images x 8 views, projector 2048-8192-8192-512,
-            momentum encoder (`MMCR_Momentum`, tau 0.99 constant), lambda 0, LARS
-            (eta 1e-3, bias/BN excluded) lr 0.8 x B/256, weight decay 1e-6, 10
-            warm-up epochs, cosine to 0.001 x the peak LR, 100 epochs; views
-            alternate the Barlow Twins pair (blur p 1.0 / 0.1, solarize 0 / 0.2,
-            saturation 0.2).
-            Expected: about 71.5% top-1 linear (paper Table 1 as we read it,
-            ImageNet-1k, 100 epochs, 8 views; not reproduced here).
+imagenet    The official ImageNet recipe, checked against `pretrain_imagenet.py`
+            (defaults: batch_size 2048, n_aug 8, lr 0.8, tau 0.99, lmbda 0,
+            epochs 100, objective `MMCR_Momentum`), `mmcr/imagenet/train.py`
+            (projector_dims [8192, 8192, 512]; LARS lr 0.8 x B/256, weight
+            decay 1e-6, momentum 0.9, bias/BN filtered; 10 warm-up epochs,
+            cosine to alpha_f 0.001 x the peak), `misc.py` (LARS eta 1e-3;
+            `MomentumUpdate` tau constant) and `data.py` (`Barlow_Transform`:
+            views alternate blur p 1.0 / 0.1, solarize 0 / 0.2, jitter
+            (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2): ResNet-50, batch 2048
+            images x 8 views, projector 2048-8192-8192-512, momentum encoder.
+            Expected: NOT VERIFIED. An earlier draft quoted about 71.5% top-1
+            linear (paper Table 1, ImageNet-1k, 100 epochs, 8 views) from
+            memory; the paper could not be checked and the repository gives no
+            figure. Not reproduced here.
             TPU v3-32 or larger / multi-host GPU: launch/README.md (same config;
             --config.batch_size is the GLOBAL batch in images, each gives 8 views).
 

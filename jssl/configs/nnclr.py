@@ -10,16 +10,19 @@ quickstart  Offline digits (1347 train / 450 test, 16 px), half-width
             Measured: see "Quickstart figures" below.
 
 cifar10     NNCLR ResNet-18 (CIFAR stem) on TFDS `cifar10`, solo-learn's
-            CIFAR recipe (vturrisi/solo-learn `scripts/pretrain/cifar/
-            nnclr.yaml` + `augmentations/asymmetric.yaml`): batch 256, LARS
-            (eta 0.02, momentum 0.9, bias/BN excluded) lr 0.4 x B/256, weight
-            decay 1e-5, 10 warm-up epochs + cosine, 1000 epochs, temperature
-            0.2, projector 2048-2048-256 (BN after every layer), predictor
-            4096-256, support set 65536. Views: crop 0.08-1, flip, jitter
-            (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2, no blur at 32 px,
+            CIFAR recipe, checked against vturrisi/solo-learn
+            `scripts/pretrain/cifar/nnclr.yaml` (+ `augmentations/
+            asymmetric.yaml`, `solo/methods/nnclr.py`): batch 256, LARS (eta
+            0.02, bias/BN excluded) lr 0.4 x B/256, weight decay 1e-5,
+            warmup_cosine (solo-learn's default 10 warm-up epochs), 1000
+            epochs, temperature 0.2, projector 2048-2048-256 (BN after every
+            layer), predictor 4096-256, support set 65536. Views: crop 0.08-1,
+            flip, jitter (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2, no blur,
             solarize p = 0 / 0.2.
-            Expected: 91.88% top-1 linear (solo-learn README, CIFAR-10,
-            ResNet-18, 1000 epochs).
+            Expected: 91.88% top-1 (solo-learn README, "Results / CIFAR-10"
+            table, NNCLR ResNet-18 1000 epochs; the maintainer says in
+            solo-learn issue #385 that the CIFAR figures are the online
+            classifier's).
             Data: TFDS `cifar10` in --config.data.data_dir; offline:
               python -m jssl.data.offline --dataset=cifar10 \
                   --archive=PATH/TO/cifar-10-binary.tar.gz \
@@ -35,14 +38,20 @@ cifar10     NNCLR ResNet-18 (CIFAR stem) on TFDS `cifar10`, solo-learn's
             (two per-view forward/backward passes, plus an [B, K] similarity
             with the support set).
 
-imagenet    NNCLR ResNet-50 on TFDS `imagenet2012`, the paper's recipe
-            (Sec. 4.1 "Implementation details"): BYOL's augmentations, batch
-            4096, LARS lr 0.3 x B/256 (4.8), weight decay 1e-6, 10 warm-up
-            epochs + cosine, 1000 epochs, temperature 0.1, projector
-            2048-2048-256 with BN, predictor 4096-256, support set 98,304.
-            (These settings are quoted from the paper, not re-checked against
-            code: none was released.) The paper reports about 75% top-1
-            linear (Table 1, ResNet-50, 1000 epochs); jssl has not run it.
+imagenet    NNCLR ResNet-50 on TFDS `imagenet2012`. Heads, checked against
+            the paper's own words as quoted in lightly-ai/lightly
+            `lightly/models/modules/heads.py` (`NNCLRProjectionHead`,
+            `NNCLRPredictionHead`): projector 2048-2048-256, BN after every
+            layer, ReLU after all but the last; predictor 4096-256 (BN + ReLU
+            on the hidden layer only). The rest of the recipe is NOT VERIFIED:
+            BYOL's augmentations, batch 4096, LARS lr 0.3 x B/256 (4.8),
+            weight decay 1e-6, 10 warm-up epochs + cosine, 1000 epochs,
+            temperature 0.1, support set 98,304 were written from memory of
+            the paper's Sec. 4.1; neither the paper text nor code (none was
+            released) could be consulted to check them.
+            Expected: the paper's abstract reports 75.6% top-1 linear
+            (ImageNet, ResNet-50); the number of epochs behind that figure is
+            not verified here. jssl has not run it.
             TPU v3-32 or larger; pod slices / multi-host GPU: launch/README.md
             (--config.batch_size is the GLOBAL batch; the support set must
             hold at least one global batch).
