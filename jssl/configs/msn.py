@@ -15,7 +15,7 @@ Presets (`--config=msn:<preset>`):
 quickstart  scikit-learn's digits at 16 px (offline), the MAE quickstart's ViT
             (width 128, depth 4, 4 heads, patch 4: 16 patches), 30% of the
             anchor's patches dropped (11 of 16 kept), 2 focal crops of 8 px,
-            head 512-512-128 with BN, 256 prototypes, AdamW lr 1e-3 (batch 64),
+            head 512-512-128 with BN, 64 prototypes, AdamW lr 1e-3 (batch 64),
             EMA 0.99 -> 1:
               python -m jssl.main --config=msn:quickstart \
                   --workdir=/tmp/jssl_msn
@@ -144,7 +144,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     else:
       # The MAE quickstart's ViT: 16 px / patch 4 = 16 patches.
       c.model = _vit("vit_small", 4, width=128, depth=4, num_heads=4)
-      c.loss.update(mask_ratio=0.3, num_prototypes=256)
+      # K = B: the targets' Sinkhorn gives every prototype B/K of the batch,
+      # so K >> B forces near-uniform targets (measured: K = 256 at B = 64
+      # kept the loss at log K, uniform collapse). The paper has K = 1024 at
+      # a global batch of 1024 (Sinkhorn over all GPUs).
+      c.loss.update(mask_ratio=0.3, num_prototypes=64)
       c.batch_size = 64
       c.total_steps = 600
       c.log_every_steps = 100

@@ -41,7 +41,10 @@ Batch norm in the head (`config.projector.use_bn`; msn_vits16.yaml
 `use_bn: true`): deit.py's `forward` runs encoder + head once per resolution
 group (the masked view 1, then the F focal crops together), so BN statistics
 and running averages follow each group, as here. The target's BN statistics
-come from its own train-mode passes (only parameters are averaged).
+come from its own train-mode passes (only parameters are averaged). BN
+removes any shift common to the batch, so the encoder's final LayerNorm bias
+gets no gradient through a BN head (as in msn_train.py); AdamW then moves it by
+its float noise only.
 
 State: `method_state = {'batch_stats': online head BN stats, 'target':
 {'params': {'encoder', 'projector'}, 'batch_stats'}}`; the prototypes are
