@@ -15,7 +15,7 @@ Presets (`--config=msn:<preset>`):
 quickstart  scikit-learn's digits at 16 px (offline), the MAE quickstart's ViT
             (width 128, depth 4, 4 heads, patch 4: 16 patches), 30% of the
             anchor's patches dropped (11 of 16 kept), 2 focal crops of 8 px,
-            head 512-512-128 with BN, 64 prototypes, AdamW lr 1e-3 (batch 64),
+            head 512-512-128 with BN, 16 prototypes, AdamW lr 1e-3 (batch 64),
             EMA 0.99 -> 1:
               python -m jssl.main --config=msn:quickstart \
                   --workdir=/tmp/jssl_msn
@@ -63,8 +63,13 @@ smoke       Test-only ViT (width 32, 2 blocks, patch 4), batch 32, 6 steps.
 Every field can be overridden with --config.<field>=<value>; the config is
 locked, so a misspelled field fails with an error naming it.
 
-Quickstart measured (`python benchmarks/zoo.py --methods msn`, machine shared
-with other jobs, so wall time is pessimistic): see QUICKSTART_MEASURED.
+Quickstart measured (`python benchmarks/zoo.py --methods msn`, 2 CPU cores
+shared with ~8 other jobs (load ~18), so wall times are far from an idle
+machine's): 600 steps in 781 s (73 img/s), final loss 2.487 (log K = 2.77),
+online probe 53.1%, linear 95.8% (random-init ViT 95.3%), kNN 65.8% (random
+58.7%). Beats random init on both, but by less than the zoo's 2-point linear
+margin (the random ViT is already strong on digits). With K = 64: linear
+95.1% / kNN 67.1% (1195 s).
 """
 from __future__ import annotations
 
@@ -144,11 +149,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     else:
       # The MAE quickstart's ViT: 16 px / patch 4 = 16 patches.
       c.model = _vit("vit_small", 4, width=128, depth=4, num_heads=4)
-      # K = B: the targets' Sinkhorn gives every prototype B/K of the batch,
+      # K <= B: the targets' Sinkhorn gives every prototype B/K of the batch,
       # so K >> B forces near-uniform targets (measured: K = 256 at B = 64
       # kept the loss at log K, uniform collapse). The paper has K = 1024 at
-      # a global batch of 1024 (Sinkhorn over all GPUs).
-      c.loss.update(mask_ratio=0.3, num_prototypes=64)
+      # a global batch of 1024 (Sinkhorn over all GPUs). Measured: K = 16
+      # (4 images per prototype, ~class level on 10 digits) beat K = 64 on
+      # the linear probe (95.8% vs 95.1%).
+      c.loss.update(mask_ratio=0.3, num_prototypes=16)
       c.batch_size = 64
       c.total_steps = 600
       c.log_every_steps = 100
