@@ -30,16 +30,17 @@ quickstart  scikit-learn's digits at 16 px (offline), ViT of width 128, depth 4,
             img/s, final loss 0.049, linear top-1 94.9% (random-init ViT
             92.4%), kNN 53.6% (random 52.9%): passes, but the kNN margin is
             small (I-JEPA's pooled features stay low-rank here: vendi ~2).
-            A step costs ~2/3 of the paper-mask step (one target: fewer
-            predictor tokens), so under 5 minutes on 2 idle cores.
+            A step costs ~0.7 of the paper-mask step (one target: fewer
+            predictor tokens; 100 vs 70 img/s run side by side), so it stays
+            under the 5-minute budget on 2 idle cores.
             Tried on the same machine (one run each, 800 x 64 unless said):
             paper masks (4 targets of 1-2 tokens): linear 95.3%, kNN 52.7%
             (fails by 0.2); same with ema.base_momentum 0.99: linear 95.1%,
             kNN 46.2%; with 0.999: linear 93.3% (under the zoo's 2-point
-            gain), kNN 53.8%; 24 px (6 x 6 grid,
-            targets 2 x 2 / 2 x 3, context ~9.5 tokens), 320 steps (same
-            cost), momentum 0.98, 2 warm-up epochs, min_keep 3: collapsed
-            (vendi 1.03, online probe at chance by step 200; stopped).
+            gain), kNN 53.8%; 24 px (6 x 6 grid, targets 2 x 2 / 2 x 3,
+            context ~9.5 tokens), 320 steps (same cost), momentum 0.98, 2
+            warm-up epochs, min_keep 3: collapsed (vendi 1.03, online probe
+            at chance by step 200; stopped).
 
 cifar10     ViT-Small/4 (32 px -> 8 x 8 = 64 patches) on TFDS `cifar10`,
             predictor 192 wide x 6 blocks x 6 heads, batch 256, 300 epochs,
