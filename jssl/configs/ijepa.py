@@ -17,17 +17,30 @@ linear probe.
 Presets (`--config=ijepa:<preset>`):
 
 quickstart  scikit-learn's digits at 16 px (offline), ViT of width 128, depth 4,
-            patch 4 (4 x 4 = 16 patches: target blocks of 1-2 tokens, the
-            context block 3 x 3 minus the targets, min_keep 0), predictor 64
-            wide x 2 blocks, 800 steps of 64 images, AdamW lr 1e-3 (5 warm-up
-            epochs), the paper's weight-decay and momentum schedules.
+            patch 4 (4 x 4 = 16 patches), predictor 64 wide x 2 blocks, 800
+            steps of 64 images, AdamW lr 1e-3 (5 warm-up epochs), the paper's
+            weight-decay and momentum schedules. Masks adapted to the 4 x 4
+            grid: ONE 2 x 2 target block (target_scale 0.25-0.3) instead of
+            the paper's 4 blocks of 15-20% (1-2 tokens here), so the context
+            (a 3 x 3 block minus the target, min_keep 0) keeps ~5 tokens.
               python -m jssl.main --config=ijepa:quickstart \
                   --workdir=/tmp/jssl_ijepa_quickstart
             Measured (benchmarks/zoo.py, 2 CPU cores SHARED with other runs,
-            load ~16, so the wall time is not the idle figure): 1203 s, 65
-            img/s, final loss 0.063, linear top-1 95.3% (random-init ViT
-            92.4%), kNN 52.7% (random 52.9%): the linear probe gains, kNN
-            does not yet (not tuned; the zoo's kNN criterion fails by 0.2).
+            load ~10, so the wall time is not the idle figure): 783 s, 100
+            img/s, final loss 0.049, linear top-1 94.9% (random-init ViT
+            92.4%), kNN 53.6% (random 52.9%): passes, but the kNN margin is
+            small (I-JEPA's pooled features stay low-rank here: vendi ~2).
+            A step costs ~0.7 of the paper-mask step (one target: fewer
+            predictor tokens; 100 vs 70 img/s run side by side), so it stays
+            under the 5-minute budget on 2 idle cores.
+            Tried on the same machine (one run each, 800 x 64 unless said):
+            paper masks (4 targets of 1-2 tokens): linear 95.3%, kNN 52.7%
+            (fails by 0.2); same with ema.base_momentum 0.99: linear 95.1%,
+            kNN 46.2%; with 0.999: linear 93.3% (under the zoo's 2-point
+            gain), kNN 53.8%; 24 px (6 x 6 grid, targets 2 x 2 / 2 x 3,
+            context ~9.5 tokens), 320 steps (same cost), momentum 0.98, 2
+            warm-up epochs, min_keep 3: collapsed (vendi 1.03, online probe
+            at chance by step 200; stopped).
 
 cifar10     ViT-Small/4 (32 px -> 8 x 8 = 64 patches) on TFDS `cifar10`,
             predictor 192 wide x 6 blocks x 6 heads, batch 256, 300 epochs,
@@ -125,11 +138,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.optimizer.update(warmup_epochs=1.0)
     else:
       # Patch 4: 4 x 4 = 16 patches (patch 2 costs ~4x per step, too slow
-      # for the 5-minute budget); target blocks of 1-2 tokens, the context
-      # a 3 x 3 block minus the targets.
+      # for the 5-minute budget). One 2 x 2 target (scale 0.25-0.3 of 16
+      # tokens -> 4), the context a 3 x 3 block minus it (~5 tokens): the
+      # paper's 4 targets of 15-20% are 1-2 tokens each here, leaving ~3.5
+      # context tokens, and the kNN of the target encoder did not beat
+      # random init (docstring).
       c.model = _vit("vit_small", 4, width=128, depth=4, num_heads=4)
       c.predictor.update(width=64, depth=2, num_heads=4)
-      c.masks.min_keep = 0
+      c.masks.update(num_targets=1, target_scale=(0.25, 0.3), min_keep=0)
       c.batch_size = 64
       c.total_steps = 800
       c.log_every_steps = 100
