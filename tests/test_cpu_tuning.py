@@ -19,6 +19,7 @@ def fresh(tmp_path, monkeypatch):
   monkeypatch.delenv("JSSL_CPU_TUNING_FLAG", raising=False)
   monkeypatch.setattr(cpu_tuning, "_APPLIED", None)
   monkeypatch.setattr(cpu_tuning, "_backend_started", lambda: False)
+  monkeypatch.setattr(cpu_tuning, "_busy", lambda: False)
   calls = []
 
   def fake_worker(flag, timeout, batch=32):
@@ -49,7 +50,7 @@ def test_first_run_measures_caches_and_applies_then_reads_the_cache(fresh):
   # ynn_off with 'xla' (20 img/s) beats the rest; the crashing candidate is dropped.
   assert (t.source, t.candidate, t.conv_impl) == ("measured", "ynn_off", "xla")
   assert os.environ["XLA_FLAGS"].endswith(cpu_tuning.CANDIDATES["ynn_off"])
-  assert len(fresh) == 3
+  assert len(fresh) == 6  # 3 candidates, 2 rounds
   with open(cpu_tuning.cache_path()) as f:
     entry = json.load(f)[cpu_tuning.cpu_key()]
   assert entry["images_per_s"]["ynn_no_conv"] == {"error": "exit status -6: Aborted"}
@@ -59,7 +60,7 @@ def test_first_run_measures_caches_and_applies_then_reads_the_cache(fresh):
   # A second process (simulated) reads the cache: no measurement, flag once.
   cpu_tuning._APPLIED = None
   t2 = cpu_tuning.apply()
-  assert t2.source == "cache" and t2.conv_impl == "xla" and len(fresh) == 3
+  assert t2.source == "cache" and t2.conv_impl == "xla" and len(fresh) == 6
   assert os.environ["XLA_FLAGS"].count("ynn_fusion_type") == 1
 
 
@@ -78,7 +79,7 @@ def test_a_users_own_ynn_flag_is_kept_and_only_conv_impl_is_measured(fresh, monk
   mine = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
   monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {mine}")
   t = cpu_tuning.apply()
-  assert fresh == [""]  # one worker, under the user's XLA_FLAGS as they are
+  assert fresh == ["", ""]  # one worker per round, under the user's XLA_FLAGS as they are
   assert t.conv_impl == "matmul" and t.xla_flag == ""
   assert os.environ["XLA_FLAGS"].endswith(mine)
   assert os.environ["XLA_FLAGS"].count("ynn_fusion_type") == 1
@@ -113,3 +114,15 @@ def test_real_worker_measures_both_impls_in_a_subprocess():
   bad = cpu_tuning._run_worker("--xla_cpu_experimental_ynn_fusion_type=-bogus", timeout=300,
                                batch=2)
   assert "error" in bad
+
+
+def test_rounds_take_the_best_and_a_busy_machine_is_not_cached(fresh, monkeypatch):
+  speeds = iter([{"xla": 5.0, "matmul": 9.0}, {"error": "crashed"},
+                 {"xla": 7.0, "matmul": 3.0}, {"error": "crashed"}])
+  monkeypatch.setattr(cpu_tuning, "CANDIDATES", {"a": "", "b": "--x"})
+  monkeypatch.setattr(cpu_tuning, "_run_worker", lambda *a, **k: next(speeds))
+  monkeypatch.setattr(cpu_tuning, "_busy", lambda: True)
+  entry = cpu_tuning.tune(verbose=False)
+  assert entry["images_per_s"] == {"a": {"xla": 7.0, "matmul": 9.0}, "b": {"error": "crashed"}}
+  assert (entry["candidate"], entry["conv_impl"], entry["busy"]) == ("a", "matmul", True)
+  assert not os.path.exists(cpu_tuning.cache_path())
