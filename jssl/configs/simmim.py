@@ -26,7 +26,7 @@ quickstart  scikit-learn's digits at 16 px (offline), ViT of width 128, depth 4,
             config and seed: linear top-1 98.0% and 97.1% (random-init ViT
             95.1%), kNN 68.4% and 71.3% (random 55.8%), final loss 0.30 (L1
             on normalised pixels), 256 s and 1327 s wall. The spread (~1 point
-            linear, ~3 kNN) comes from XLA:CPU settings: the second run
+            linear, ~3 kNN) most likely comes from XLA:CPU settings: the second run
             used YNNPACK fusions off (jssl.cpu_tuning), the first jaxlib's
             defaults; so the linear
             gain (2-3 points over a strong random-init ViT) is near the zoo's
