@@ -106,9 +106,7 @@ PRESETS = ("quickstart", "cifar10", "imagenet", "cifar10_vit", "smoke")
 # with p=0.1 and solarised with p=0.2.
 _DINO_PER_VIEW = ({"blur.p": 1.0, "solarize.p": 0.0},
                   {"blur.p": 0.1, "solarize.p": 0.2})
-# solo-learn `asymmetric.yaml` at 32 px: no blur, solarize on view 2 only.
-_CIFAR_PER_VIEW = ({"blur.p": 0.0, "solarize.p": 0.0},
-                   {"blur.p": 0.0, "solarize.p": 0.2})
+_CIFAR_PER_VIEW = recipes.CIFAR_ASYMMETRIC_PER_VIEW
 
 
 def _dino_adamw() -> ml_collections.ConfigDict:

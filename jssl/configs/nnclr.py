@@ -76,10 +76,7 @@ from jssl.data import recipes
 
 PRESETS = ("quickstart", "cifar10", "imagenet", "smoke")
 
-# solo-learn `asymmetric.yaml` at 32 px: no blur on either view, solarize on
-# the second only (BYOL's blur p 1.0 / 0.1 is for 224 px).
-_CIFAR_PER_VIEW = ({"blur.p": 0.0, "solarize.p": 0.0},
-                   {"blur.p": 0.0, "solarize.p": 0.2})
+_CIFAR_PER_VIEW = recipes.CIFAR_ASYMMETRIC_PER_VIEW
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

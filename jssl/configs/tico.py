@@ -71,8 +71,7 @@ from jssl.data import recipes
 
 PRESETS = ("quickstart", "cifar10", "imagenet", "smoke")
 
-_CIFAR_PER_VIEW = ({"blur.p": 0.0, "solarize.p": 0.0},
-                   {"blur.p": 0.0, "solarize.p": 0.2})
+_CIFAR_PER_VIEW = recipes.CIFAR_ASYMMETRIC_PER_VIEW
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -28,6 +28,11 @@ import ml_collections
 
 # Fields a per-view override may touch (dotted), i.e. every leaf of a recipe.
 _SECTIONS = ("crop", "flip", "color_jitter", "grayscale", "blur", "solarize")
+# Per-view overrides of solo-learn's `asymmetric.yaml` at 32 px (BYOL-style
+# two-view recipes on CIFAR): no blur on either view (BYOL's blur p 1.0 / 0.1
+# is for 224 px), solarize on the second view only.
+CIFAR_ASYMMETRIC_PER_VIEW = ({"blur.p": 0.0, "solarize.p": 0.0},
+                             {"blur.p": 0.0, "solarize.p": 0.2})
 
 
 def simclr_recipe(image_size: int, *, mean: Sequence[float], std: Sequence[float],
