@@ -96,6 +96,13 @@ def bench_jax(args):
     bench_layers(args)
 
 
+# Every distinct ResNet-18 CIFAR conv shape: (H, Ci, Co, k, stride, count in the net).
+LAYER_SHAPES = [(32, 3, 64, 3, 1, 1), (32, 64, 64, 3, 1, 4), (32, 64, 128, 3, 2, 1),
+                (32, 64, 128, 1, 2, 1), (16, 128, 128, 3, 1, 3), (16, 128, 256, 3, 2, 1),
+                (16, 128, 256, 1, 2, 1), (8, 256, 256, 3, 1, 3), (8, 256, 512, 3, 2, 1),
+                (8, 256, 512, 1, 2, 1), (4, 512, 512, 3, 1, 3)]
+
+
 def bench_layers(args):
   """Forward / input-grad / kernel-grad time of every ResNet-18 CIFAR conv shape."""
   import jax
@@ -104,13 +111,8 @@ def bench_layers(args):
   from jssl.models.conv import conv2d
 
   b = args.batch
-  # (H, Ci, Co, k, stride, count in ResNet-18 CIFAR)
-  shapes = [(32, 3, 64, 3, 1, 1), (32, 64, 64, 3, 1, 4), (32, 64, 128, 3, 2, 1),
-            (32, 64, 128, 1, 2, 1), (16, 128, 128, 3, 1, 3), (16, 128, 256, 3, 2, 1),
-            (16, 128, 256, 1, 2, 1), (8, 256, 256, 3, 1, 3), (8, 256, 512, 3, 2, 1),
-            (8, 256, 512, 1, 2, 1), (4, 512, 512, 3, 1, 3)]
   total = {}
-  for h, ci, co, k, s, count in shapes:
+  for h, ci, co, k, s, count in LAYER_SHAPES:
     key = jax.random.key(1)
     x = jax.random.normal(key, (b, h, h, ci))
     w = jax.random.normal(key, (k, k, ci, co)) * 0.05
@@ -130,6 +132,32 @@ def bench_layers(args):
         row.append(f"{impl}:{name} {med * 1e3:6.0f}ms")
     print(f"H{h:2d} {ci:3d}->{co:3d} k{k} s{s} x{count}: " + " ".join(row), flush=True)
   print("sum over the net (s): " + " ".join(f"{i}:{n} {t:.2f}" for (i, n), t in total.items()))
+
+
+def bench_torch_layers(args):
+  """The same per-shape table for PyTorch (channels-last, as its fastest step):
+  F.conv2d, torch.nn.grad.conv2d_input and conv2d_weight (what autograd calls)."""
+  import torch
+  import torch.nn.functional as F
+
+  b = args.batch
+  total = {}
+  for h, ci, co, k, s, count in LAYER_SHAPES:
+    x = torch.randn(b, ci, h, h).to(memory_format=torch.channels_last)
+    w = (torch.randn(co, ci, k, k) * 0.05).to(memory_format=torch.channels_last)
+    y = F.conv2d(x, w, stride=s, padding=k // 2)
+    dy = torch.ones_like(y).to(memory_format=torch.channels_last)
+    fns = (("fwd", lambda: F.conv2d(x, w, stride=s, padding=k // 2)),
+           ("dx", lambda: torch.nn.grad.conv2d_input(x.shape, w, dy, stride=s, padding=k // 2)),
+           ("dk", lambda: torch.nn.grad.conv2d_weight(x, w.shape, dy, stride=s, padding=k // 2)))
+    row = []
+    for name, fn in fns:
+      fn()
+      med, _, _ = _timeit(fn, 3)
+      total[name] = total.get(name, 0.0) + med * count
+      row.append(f"torch:{name} {med * 1e3:6.0f}ms")
+    print(f"H{h:2d} {ci:3d}->{co:3d} k{k} s{s} x{count}: " + " ".join(row), flush=True)
+  print("sum over the net (s): " + " ".join(f"torch:{n} {t:.2f}" for n, t in total.items()))
 
 
 def bench_torch(args):
@@ -193,6 +221,8 @@ def bench_torch(args):
     step()
     _report(f"torch eager channels_last={channels_last!s:5s} {args.dtype} fwd+bwd+sgd batch "
             f"{args.batch} {args.size}px", args.batch, args.steps, *_timeit(step, args.steps))
+  if args.layers:
+    bench_torch_layers(args)
 
 
 def main():

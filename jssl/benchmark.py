@@ -40,6 +40,9 @@ that could not be measured is null):
       the config's pipeline when measured, else the folder pipeline on
       generated JPEGs (`host_feeds_step_x`); on CPU devices, which share the
       cores with the pipeline, in images per CPU second of each.
+  cpu_tuning                  on a CPU-only host, the XLA:CPU flag and conv_impl
+      the step ran with (`jssl.cpu_tuning`, applied as `jssl.main` does, so the
+      figures are what a training run gets); null on accelerator hosts
 """
 from __future__ import annotations
 
@@ -89,7 +92,8 @@ JSON_KEYS = (
     "peak_tflops_per_device", "peak_basis", "mfu", "mfu_hlo", "matmul_precision",
     "peak_memory_mb", "peak_memory_kind", "compiled_temp_mb", "compiled_argument_mb",
     "compiled_output_mb", "compiled_alias_mb", "compiled_code_mb",
-    "pipeline_images_per_s_per_host", "input_headroom_x", "input_headroom_basis")
+    "pipeline_images_per_s_per_host", "input_headroom_x", "input_headroom_basis",
+    "cpu_tuning")
 
 
 def _peak_memory_bytes() -> tuple[int, str]:
@@ -277,10 +281,14 @@ def json_line(out: dict) -> str:
 
 def main(argv):
   del argv
+  # Before the first JAX computation: the settings `python -m jssl.main` runs with.
+  from jssl import cpu_tuning  # pylint: disable=import-outside-toplevel
+  tuning = cpu_tuning.apply_for_run()
   config = _F["config"].value
   out = benchmark_step(config, steps=_F["steps"].value, warmup=_F["warmup"].value)
   config_arg = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), None)
   out["config"] = config_arg
+  out["cpu_tuning"] = None if tuning is None else cpu_tuning.describe(tuning)
   if _F["pipeline"].value:
     out.update(benchmark_pipeline(config, _F["pipeline"].value))
   if _F["host_folder"].value:

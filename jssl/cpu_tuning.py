@@ -47,6 +47,8 @@ import sys
 import time
 from typing import Optional
 
+from absl import logging
+
 ENV_SWITCH = "JSSL_CPU_TUNING"
 _APPLIED_ENV = "JSSL_CPU_TUNING_FLAG"  # the flag apply() added, inherited by children
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
@@ -335,6 +337,23 @@ def describe(t: Tuning) -> str:
     return f"XLA:CPU tuning {t.source}: conv_impl auto = {t.conv_impl}"
   return (f"XLA:CPU tuning ({t.source}, {t.candidate}): conv_impl auto = {t.conv_impl}"
           + (f", {t.xla_flag}" if t.xla_flag else ""))
+
+
+def apply_for_run() -> Optional[Tuning]:
+  """What `python -m jssl.main` and `python -m jssl.benchmark` do before JAX
+  starts: apply the tuning when the process can only use the CPU, print one
+  line saying what it runs with, and fall back to jaxlib's defaults (with a
+  warning) when the measurement fails. None on accelerator hosts."""
+  if not cpu_only():
+    return None
+  try:
+    tuning = apply()
+  except (RuntimeError, OSError) as e:
+    logging.warning("XLA:CPU tuning failed (%s): running with jaxlib's defaults", e)
+    return None
+  if tuning.source != "off":
+    print(f"jssl: {describe(tuning)}", flush=True)
+  return tuning
 
 
 def main(argv: list[str]) -> int:

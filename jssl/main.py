@@ -148,15 +148,7 @@ def _tune_cpu() -> None:
   """XLA:CPU flag and conv_impl measured for this CPU (`jssl.cpu_tuning`):
   before JAX starts, and only when the run can only use the CPU."""
   from jssl import cpu_tuning  # pylint: disable=import-outside-toplevel
-  if not cpu_tuning.cpu_only():
-    return
-  try:
-    tuning = cpu_tuning.apply()
-  except (RuntimeError, OSError) as e:
-    logging.warning("XLA:CPU tuning failed (%s): running with jaxlib's defaults", e)
-    return
-  if tuning.source != "off":
-    print(f"jssl: {cpu_tuning.describe(tuning)}", flush=True)
+  cpu_tuning.apply_for_run()
 
 
 def main(argv):

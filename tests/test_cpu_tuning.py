@@ -126,3 +126,44 @@ def test_rounds_take_the_best_and_a_busy_machine_is_not_cached(fresh, monkeypatc
   assert entry["images_per_s"] == {"a": {"xla": 7.0, "matmul": 9.0}, "b": {"error": "crashed"}}
   assert (entry["candidate"], entry["conv_impl"], entry["busy"]) == ("a", "matmul", True)
   assert not os.path.exists(cpu_tuning.cache_path())
+
+
+def test_apply_for_run_prints_what_the_run_uses_and_skips_accelerator_hosts(
+    fresh, monkeypatch, capsys):
+  monkeypatch.setattr(cpu_tuning, "cpu_only", lambda: False)
+  assert cpu_tuning.apply_for_run() is None and not fresh  # nothing measured
+  monkeypatch.setattr(cpu_tuning, "cpu_only", lambda: True)
+  t = cpu_tuning.apply_for_run()
+  assert t.conv_impl == "xla" and "jssl: XLA:CPU tuning (measured, ynn_off)" in (
+      capsys.readouterr().out)
+  # A failed measurement: jaxlib's defaults, not a crash.
+  cpu_tuning._APPLIED = None
+  monkeypatch.setattr(cpu_tuning, "apply", lambda: (_ for _ in ()).throw(
+      RuntimeError("every XLA:CPU candidate failed")))
+  assert cpu_tuning.apply_for_run() is None
+
+
+@pytest.mark.slow
+def test_benchmark_measures_with_the_settings_a_training_run_gets(tmp_path):
+  """`python -m jssl.benchmark` applies the cached tuning as `jssl.main` does and
+  names it in its JSON line (before: it ran with jaxlib's defaults and
+  conv_impl 'matmul', so its figures were not what training gets)."""
+  import subprocess
+  import sys
+  env = dict(os.environ, JSSL_CACHE_DIR=str(tmp_path), JSSL_CPU_TUNING="auto",
+             JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env.pop("JSSL_CPU_TUNING_FLAG", None)
+  key = subprocess.run([sys.executable, "-c", "from jssl import cpu_tuning; "
+                        "print(cpu_tuning.cpu_key())"], env=env, capture_output=True,
+                       text=True, check=True).stdout.strip()
+  (tmp_path / "cpu_tuning.json").write_text(json.dumps({key: {
+      "candidate": "ynn_off", "xla_flag": cpu_tuning.CANDIDATES["ynn_off"],
+      "conv_impl": "xla", "busy": False}}))
+  r = subprocess.run([sys.executable, "-m", "jssl.benchmark",
+                      "--config=configs/simclr.py:smoke", "--config.batch_size=8",
+                      "--steps=1", "--warmup=0", "--pipeline_batches=0", "--nohost_folder"],
+                     env=env, capture_output=True, text=True, timeout=600,
+                     cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert r.returncode == 0, r.stderr[-2000:]
+  row = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("{")))
+  assert row["cpu_tuning"].startswith("XLA:CPU tuning (cache, ynn_off): conv_impl auto = xla")
