@@ -163,6 +163,13 @@ def test_cpu_peak_is_measured_once_per_key_and_split_over_devices(tmp_path, monk
   # 8 simulated devices share the machine's cores.
   peak = perf.peak_flops(jax.devices()[0], "float32")
   assert peak.flops == pytest.approx(80e9 / 8) and "/ 8 device(s)" in peak.basis
+  # bf16 compute on a CPU whose bf16 matmul is the slower one: the float32 peak
+  # (else a bf16 step running at float32 speed reads as MFU > 1).
+  peak = perf.peak_flops(jax.devices()[0], "bfloat16")
+  assert peak.flops == pytest.approx(80e9 / 8) and "float32 (above its bfloat16)" in peak.basis
+  monkeypatch.setattr(perf, "cpu_matmul_peak", lambda d: 160e9 if d == "bfloat16" else 80e9)
+  peak = perf.peak_flops(jax.devices()[0], "bfloat16")
+  assert peak.flops == pytest.approx(160e9 / 8) and "measured bfloat16 matmul" in peak.basis
 
 
 def test_measured_cpu_matmul_is_plausible():
