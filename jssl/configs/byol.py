@@ -35,7 +35,7 @@ cifar10     BYOL ResNet-18 (CIFAR stem) on TFDS `cifar10`, solo-learn's
                   --config.model.dtype=bfloat16
             Time per epoch: not measured. A BYOL step costs about 4/3 of a
             SimCLR step (online forward+backward plus a target forward), so
-            expect ~4/3 x SimCLR's measured figure (README "Benchmarks").
+            expect ~4/3 x SimCLR's measured figure (README "Performance").
 
 imagenet    BYOL ResNet-50 on TFDS `imagenet2012`, the paper's recipe
             (Sec. 3.3, App. C; deepmind-research `byol/configs/byol.py`

@@ -43,7 +43,7 @@ cifar10     DINO ResNet-18 (CIFAR stem) on TFDS `cifar10`, solo-learn's
             Time per epoch: not measured. With 2 crops a DINO step costs
             about 4/3 of a SimCLR step (student forward+backward on both
             crops plus a teacher forward), so expect ~4/3 x SimCLR's measured
-            figure (README "Benchmarks"); each local crop adds its pixel
+            figure (README "Performance"); each local crop adds its pixel
             share of a global crop.
 
 imagenet    DINO ViT-S/16 on TFDS `imagenet2012` (manual download), the

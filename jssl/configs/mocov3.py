@@ -35,7 +35,7 @@ cifar10     MoCo v3 ResNet-18 (CIFAR stem) on TFDS `cifar10`, solo-learn's
                   --config.model.dtype=bfloat16
             Time per epoch: not measured. A step costs about 4/3 of a SimCLR
             step (query forward+backward plus a key forward), so expect
-            ~4/3 x SimCLR's measured figure (README "Benchmarks").
+            ~4/3 x SimCLR's measured figure (README "Performance").
 
 imagenet    MoCo v3 ResNet-50 on TFDS `imagenet2012`, the official 100-epoch
             recipe (`main_moco.py` defaults + CONFIG.md): batch 4096, LARS

@@ -37,9 +37,10 @@ cifar10     SimCLR ResNet-18 (CIFAR stem: 3x3 conv, no max-pool) on TFDS
               python -m jssl.main --config=simclr:cifar10 \
                   --workdir=/tmp/simclr_c10 --config.total_steps=20 \
                   --config.batch_size=128
-            Time per epoch: ~2.5 h on 2 CPU cores (measured 5.5 images/s at
-            batch 128, README "Benchmarks"), i.e. CPU is for smoke checks
-            only. GPU/TPU: not yet measured (no accelerator was lent so far);
+            Time per epoch: ~73 min on 2 CPU cores (AMD EPYC; measured 11.4
+            images/s at batch 128 with the XLA:CPU tuning, README
+            "Performance"), i.e. CPU is for smoke checks only. GPU/TPU:
+            not yet measured (no accelerator was lent so far);
             `python -m jssl.benchmark --config=configs/simclr.py:cifar10`
             prints the step time on whatever devices are present.
             One GPU:   python -m jssl.main --config=simclr:cifar10 \

@@ -39,7 +39,7 @@ cifar10     SimSiam ResNet-18 (CIFAR stem) on TFDS `cifar10`, solo-learn's
                   --config.model.dtype=bfloat16
             Time per epoch: not measured; a SimSiam step costs about what a
             SimCLR step does (one network, two views, wider heads), so expect
-            about SimCLR's measured figure (README "Benchmarks").
+            about SimCLR's measured figure (README "Performance").
 
 imagenet    SimSiam ResNet-50 on TFDS `imagenet2012`, the paper's recipe
             (Sec. 4; `main_simsiam.py` defaults): batch 512, SGD (momentum

@@ -43,7 +43,7 @@ cifar10     SwAV ResNet-18 (CIFAR stem) on TFDS `cifar10`, solo-learn's CIFAR
             Time per epoch: not measured. With 2 crops a SwAV step costs about
             a SimCLR step (same encoder passes; Sinkhorn on [B, 3000] is
             small), so expect ~1x SimCLR's measured figure (README
-            "Benchmarks").
+            "Performance").
 
 imagenet    SwAV ResNet-50 on TFDS `imagenet2012`, the paper's best recipe
             (Sec. 4.1, App. A; facebookresearch/swav
