@@ -4,7 +4,8 @@ Runs `python -m jssl.main --config=configs/<method>.py:quickstart` for each
 method in a fresh workdir and prints one table: steps, wall time, training
 images/s, final loss, the online probe's last train-batch top-1, and linear /
 kNN top-1 of the pretrained encoder next to the same encoder at its random
-initialisation (same seed). A method
+initialisation (same seed). "CPU" is the run's CPU time (user + system, all
+threads); on a shared machine, CPU / cores estimates the idle wall time. A method
 passes when its linear probe beats the random-init encoder by at least
 `--min-linear-gain` points and its kNN does not lose.
 
@@ -20,6 +21,7 @@ import argparse
 import glob
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -27,7 +29,7 @@ import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
-COLUMNS = ("method", "steps", "wall", "img/s", "final loss", "online probe",
+COLUMNS = ("method", "steps", "wall", "CPU", "img/s", "final loss", "online probe",
            "linear", "linear (random)", "kNN", "kNN (random)", "verdict")
 
 
@@ -55,9 +57,13 @@ def run_one(method: str, root: str, preset: str, extra: list[str],
          f"--config=configs/{method}.py:{preset}", f"--workdir={workdir}",
          *extra]
   t0 = time.time()
+  r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
   wall = time.time() - t0
-  row = {"method": method, "wall_s": round(wall, 1), "command": " ".join(cmd)}
+  r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+  row = {"method": method, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+         "command": " ".join(cmd)}
   if proc.returncode != 0:
     row.update(ok=False, error=(proc.stderr or proc.stdout)[-2000:])
     return row
@@ -84,12 +90,12 @@ def table(rows: list[dict]) -> str:
            "|" + "---|" * len(COLUMNS)]
   for r in rows:
     if "pretrained" not in r:
-      cells = [r["method"], "-", f"{r['wall_s']:.0f}s"] + ["-"] * 7 + [
+      cells = [r["method"], "-", f"{r['wall_s']:.0f}s", f"{r['cpu_s']:.0f}s"] + ["-"] * 7 + [
           "FAILED to run"]
     else:
       p, q = r["pretrained"], r["random_init"]
       loss = r["final_loss"]
-      cells = [r["method"], str(r["steps"]), f"{r['wall_s']:.0f}s",
+      cells = [r["method"], str(r["steps"]), f"{r['wall_s']:.0f}s", f"{r['cpu_s']:.0f}s",
                f"{r['images_per_sec']:.0f}" if r["images_per_sec"] else "-",
                f"{loss:.4g}" if loss is not None else "-",
                _pct(r["online_probe"]) if r.get("online_probe") is not None else "-",
@@ -130,7 +136,8 @@ def main():
       print(f"[zoo] {name}: linear {_pct(row['pretrained']['linear_top1'])} "
             f"(random {_pct(row['random_init']['linear_top1'])}), kNN "
             f"{_pct(row['pretrained']['knn_top1'])} (random "
-            f"{_pct(row['random_init']['knn_top1'])}), {row['wall_s']:.0f}s",
+            f"{_pct(row['random_init']['knn_top1'])}), {row['wall_s']:.0f}s "
+            f"(CPU {row['cpu_s']:.0f}s)",
             flush=True)
   md = table(rows)
   print(md)
