@@ -179,6 +179,7 @@ RULES: dict[str, Rule] = {
     "optimizer.warmup_epochs": nonnegative(),
     "optimizer.grad_clip_norm": nonnegative(),
     "optimizer.layer_decay": real(0, 1, lo_open=True),
+    "optimizer.patch_embed_lr_mult": positive(),
     # Losses: every temperature-like divisor is > 0 (0 gives inf / NaN).
     "loss.temperature": positive(),
     "loss.base_temperature": positive(),

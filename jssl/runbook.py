@@ -38,12 +38,13 @@ def base_config(method: str) -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict(
       dict(name="resnet18", stem="cifar", dtype="float32", width_multiplier=1.0,
-           conv_impl="auto"))  # auto: matmul kernel-gradient on CPU, XLA conv elsewhere
+           conv_impl="auto"))  # auto: measured per CPU model (jssl.cpu_tuning), XLA conv elsewhere
   c.optimizer = ml_collections.ConfigDict(dict(
       name="lars", base_lr=0.3, lr_scaling="linear", weight_decay=1e-6,
       momentum=0.9, trust_coefficient=0.001, warmup_epochs=10.0,
       grad_clip_norm=0.0,
-      layer_decay=1.0))         # ViT layer-wise lr decay (1 = off; schedules.layer_decay)
+      layer_decay=1.0,          # ViT layer-wise lr decay (1 = off; schedules.layer_decay)
+      patch_embed_lr_mult=1.0))  # ViT patch embedding's extra lr scale (DINOv2: 0.2)
   # source: 'tfds' (a prepared TFDS dataset `name` in `data_dir`, probes on
   # `train_split` / `test_split`), 'folder' (`path` = DIR/<class>/*.jpg
   # labelled, or DIR/*.jpg unlabelled; .jpg .jpeg .png of any size, decoded

@@ -143,7 +143,8 @@ def _path_names(path) -> list[str]:
   return [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
 
 
-def layer_decay_factor(names: Sequence[str], decay: float, depth: int) -> float:
+def layer_decay_factor(names: Sequence[str], decay: float, depth: int,
+                       patch_embed_mult: float = 1.0) -> float:
   """The lr scale of the parameter at `names` (its path in the params tree).
 
   Layer-wise lr decay of BEiT (Bao et al. 2022, Sec. 2.4 / App.) and MAE
@@ -153,10 +154,16 @@ def layer_decay_factor(names: Sequence[str], decay: float, depth: int) -> float:
   pos_embedding, mask_token), i (its block `block{i}`, i = 1 .. L) and L + 1
   (everything else: the final norm); the scale is decay^(L + 1 - id).
   Parameters outside `params['encoder']` (heads, decoders, predictors) get 1.
+  `patch_embed_mult` further scales the patch embedding (DINOv2's
+  `optim.patch_embed_lr_mult`, 0.2 in `configs/ssl_default_config.yaml`,
+  applied in `dinov2/utils/param_groups.py` to the parameters named
+  `patch_embed`; not to the class token or position embeddings).
   """
   if len(names) < 2 or names[0] != "encoder":
     return 1.0
   top = names[1]
+  if top == "patch_embed" and patch_embed_mult != 1.0:
+    return patch_embed_mult * layer_decay_factor(names, decay, depth)
   if top in _EMBED_PARAMS:
     layer = 0
   elif top.startswith("block") and top[5:].isdigit():
@@ -166,7 +173,8 @@ def layer_decay_factor(names: Sequence[str], decay: float, depth: int) -> float:
   return float(decay) ** (depth + 1 - layer)
 
 
-def scale_by_layer_decay(decay: float, depth: int) -> optax.GradientTransformation:
+def scale_by_layer_decay(decay: float, depth: int,
+                         patch_embed_mult: float = 1.0) -> optax.GradientTransformation:
   """Multiplies each update by its static `layer_decay_factor` (chained after
   the optimiser, this scales the learning rate of each parameter group, as
   MAE's `lr_scale` per param group does; weight decay included, as torch's
@@ -180,7 +188,7 @@ def scale_by_layer_decay(decay: float, depth: int) -> optax.GradientTransformati
     del params
 
     def scale(path, u):
-      f = layer_decay_factor(_path_names(path), decay, depth)
+      f = layer_decay_factor(_path_names(path), decay, depth, patch_embed_mult)
       return u if f == 1.0 else u * jnp.asarray(f, u.dtype)
 
     return jax.tree_util.tree_map_with_path(scale, updates), state
@@ -188,20 +196,28 @@ def scale_by_layer_decay(decay: float, depth: int) -> optax.GradientTransformati
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _layer_decay_depth(decay: float, model: Any) -> int:
-  """Checks `optimizer.layer_decay` against the encoder; returns its depth."""
+def _layer_decay_depth(decay: float, model: Any, patch_embed_mult: float = 1.0) -> int:
+  """Checks `optimizer.layer_decay` and `optimizer.patch_embed_lr_mult`
+  against the encoder; returns its depth."""
   if not 0.0 < decay <= 1.0:
     raise errors.ConfigError(f"optimizer.layer_decay={decay}: must be in (0, 1] (1 = off)")
+  if not patch_embed_mult > 0.0:
+    raise errors.ConfigError(f"optimizer.patch_embed_lr_mult={patch_embed_mult}: must be > 0 "
+                             "(1 = off)")
+  if decay == 1.0:  # name the field that is set in the errors below
+    decay_field = f"optimizer.patch_embed_lr_mult={patch_embed_mult}"
+  else:
+    decay_field = f"optimizer.layer_decay={decay}"
   # Imported here: only layer decay needs the model code.
   from jssl import models  # pylint: disable=import-outside-toplevel
   if model is None:
-    raise errors.ConfigError(f"optimizer.layer_decay={decay} needs the ViT encoder's config "
+    raise errors.ConfigError(f"{decay_field} needs the ViT encoder's config "
                              "(make_optimizer(..., model=config.model))")
   encoder = model if isinstance(model, models.ViT) else (
       models.make_encoder(model) if models.is_vit(model) else None)
   if encoder is None:
     name = model.get("name") if hasattr(model, "get") else type(model).__name__
-    raise errors.ConfigError(f"optimizer.layer_decay={decay} is for ViT encoders; "
+    raise errors.ConfigError(f"{decay_field} is for ViT encoders; "
                              f"config.model.name={name!r} is not one (set it to 1.0)")
   return int(encoder.depth)
 
@@ -209,7 +225,7 @@ def _layer_decay_depth(decay: float, model: Any) -> int:
 _OPTIMIZER_KEYS = ("name", "base_lr", "lr_scaling", "weight_decay",
                    "weight_decay_end", "momentum", "trust_coefficient",
                    "warmup_epochs", "min_lr", "grad_clip_norm", "b1", "b2",
-                   "nesterov", "layer_decay")
+                   "nesterov", "layer_decay", "patch_embed_lr_mult")
 
 
 def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
@@ -224,9 +240,10 @@ def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
   `momentum` (and `nesterov`, SGD only: Nesterov momentum as in SimCLR's
   linear evaluation / fine-tuning), `trust_coefficient` (LARS eta), `b1`/`b2` (AdamW),
   `grad_clip_norm` (0 = off), `layer_decay` (1 = off: the per-layer lr
-  scale of a ViT encoder, `layer_decay_factor`). `frozen`: see `freeze` (from
-  the method). `model`: the encoder's config (`config.model`) or a `ViT`;
-  needed only for `layer_decay` < 1.
+  scale of a ViT encoder, `layer_decay_factor`), `patch_embed_lr_mult` (1 =
+  off: the ViT patch embedding's extra lr scale, DINOv2). `frozen`: see
+  `freeze` (from the method). `model`: the encoder's config (`config.model`)
+  or a `ViT`; needed only for `layer_decay` or `patch_embed_lr_mult` != 1.
   """
   unknown = sorted(set(cfg.keys()) - set(_OPTIMIZER_KEYS))
   if unknown:
@@ -268,10 +285,12 @@ def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
   if cfg.get("grad_clip_norm", 0.0):
     tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
   decay = float(cfg.get("layer_decay", 1.0))
-  if decay != 1.0 or not 0.0 < decay <= 1.0:
+  mult = float(cfg.get("patch_embed_lr_mult", 1.0))
+  if decay != 1.0 or mult != 1.0:
     # Linear in the update for every optimiser here (momentum included), so
     # scaling the final update is scaling each group's learning rate.
-    tx = optax.chain(tx, scale_by_layer_decay(decay, _layer_decay_depth(decay, model)))
+    tx = optax.chain(tx, scale_by_layer_decay(decay, _layer_decay_depth(decay, model, mult),
+                                              mult))
   if frozen:
     tx = optax.chain(tx, freeze(frozen))
   return tx, schedule

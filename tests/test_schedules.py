@@ -135,6 +135,34 @@ def test_layer_decay_scales_each_vit_layer():
   assert schedules.layer_decay_factor(["encoder", "pos_embedding"], 0.5, 2) == 0.125
 
 
+def test_patch_embed_lr_mult_scales_only_the_patch_embedding():
+  """DINOv2's `patch_embed_lr_mult` (0.2): on top of layer decay, only the
+  parameters named patch_embed (not cls_token / pos_embedding)."""
+  params = _vit_tree()
+  grads = jax.tree.map(lambda p: 0.5 * p, params)
+  model = {"name": "vit_test", "patch_size": 4}   # depth 2
+  cfg = _cfg(name="sgd", momentum=0.0, weight_decay=0.0, warmup_epochs=0.0, lr_scaling="none")
+  plain, _ = schedules.make_optimizer(cfg, global_batch=256, total_steps=10, steps_per_epoch=1)
+  u0, _ = plain.update(grads, plain.init(params), params)
+  for decay, embed in ((1.0, 1.0), (0.5, 0.125)):
+    cfg.layer_decay, cfg.patch_embed_lr_mult = decay, 0.2
+    tx, _ = schedules.make_optimizer(cfg, global_batch=256, total_steps=10, steps_per_epoch=1,
+                                     model=model)
+    u1, _ = tx.update(grads, tx.init(params), params)
+    enc = jax.tree.map(lambda a, b: float(np.unique(np.asarray(b / a))[0]), u0, u1)["encoder"]
+    assert jax.tree.leaves(enc["patch_embed"]) == pytest.approx([0.2 * embed] * 2)
+    assert set(jax.tree.leaves(enc["cls_token"])) == {embed}
+    assert set(jax.tree.leaves(enc["norm"])) == {1.0}
+  kw = dict(global_batch=256, total_steps=10, steps_per_epoch=1)
+  cfg.layer_decay = 1.0
+  with pytest.raises(schedules.errors.ConfigError,
+                     match=r"optimizer.patch_embed_lr_mult=0.2 is for ViT encoders"):
+    schedules.make_optimizer(cfg, model={"name": "resnet18"}, **kw)
+  cfg.patch_embed_lr_mult = 0.0
+  with pytest.raises(schedules.errors.ConfigError, match=r"patch_embed_lr_mult=0.0: must be > 0"):
+    schedules.make_optimizer(cfg, model=model, **kw)
+
+
 def test_layer_decay_one_is_bit_identical_and_bad_values_fail():
   params = _vit_tree()
   grads = jax.tree.map(lambda p: 0.3 * p, params)
