@@ -77,7 +77,9 @@ def run_one(method: str, root: str, preset: str, extra: list[str],
              online_probe=last_logged(workdir, "online_probe/top1"),
              pretrained=pre, random_init=rnd,
              linear_gain=round(gain, 1), knn_gain=round(knn_gain, 1),
-             ok=gain >= min_gain and knn_gain >= 0.0)
+             # Rounded: accuracies are float32 ratios of counts, so +9 of 450
+             # test images (2.0 points) came out as 1.99999.
+             ok=round(gain, 3) >= min_gain and round(knn_gain, 3) >= 0.0)
   return row
 
 

@@ -51,6 +51,7 @@ dinov2      DINOv2-style ViT-S/14 on ImageNet-1k (facebookresearch/dinov2
             iBOT head (as its train configs, `ibot.separate_head: true`), iBOT
             weight 1.0, KoLeo 0.1, block masks ratio (0.1, 0.5) on half the
             crops, drop-path 0.3 (0.3-0.4 for bigger models), layer decay 0.9,
+            patch-embedding lr x 0.2 (`optim.patch_embed_lr_mult`),
             AdamW lr 0.004 x sqrt(B/1024), weight decay 0.04 -> 0.4, global-norm
             clip 3.0, teacher momentum 0.992 -> 1, tau_t 0.04 -> 0.07 over 30
             epochs, head 2048-2048-256 -> 65536, 100 epochs, batch 1024, 2 global
@@ -112,7 +113,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ema.base_momentum = 0.992
     c.dino.clip_grad = 0.0               # DINOv2 clips the global norm
     c.optimizer.update(base_lr=0.004 / 32.0, lr_scaling="sqrt", grad_clip_norm=3.0,
-                       layer_decay=0.9)
+                       layer_decay=0.9, patch_embed_lr_mult=0.2)
   elif preset == "cifar10":
     c.views.crop.scale = (0.25, 1.0)
     c.views.local.scale = (0.05, 0.25)
