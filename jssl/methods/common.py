@@ -268,13 +268,26 @@ def online_target_forward(online: nn.Module, target_net: nn.Module,
   return h, p, jax.lax.stop_gradient(z_t), new_state
 
 
-def target_update_fn(momentum):
-  """`update_state` that moves the target towards the just-updated online
-  parameters with momentum `momentum(step)`."""
+def target_update_fn(momentum, key: str = "target"):
+  """`update_state` that moves the target `method_state[key]` towards the
+  just-updated online parameters with momentum `momentum(step)`."""
   def update_state(params, method_state, step):
-    return dict(method_state, target=target_update(
-        params, method_state["target"], momentum(step)))
+    return dict(method_state, **{key: target_update(
+        params, method_state[key], momentum(step))})
   return update_state
+
+
+def online_target_state(new_vars: dict, target_vars: dict, method_state: dict,
+                        key: str = "target") -> dict:
+  """The method state after a step's train-mode passes: the online network's
+  new batch-norm statistics, and the EMA target `method_state[key]` with its
+  parameters as they were (the EMA moves them in `update_state`) and its own
+  new batch-norm statistics. `new_vars` / `target_vars` are the mutable
+  collections the two passes returned (empty without batch norm)."""
+  target = method_state[key]
+  return {"batch_stats": new_vars.get("batch_stats", method_state["batch_stats"]),
+          key: {"params": target["params"],
+                "batch_stats": target_vars.get("batch_stats", target["batch_stats"])}}
 
 
 # --------------------------------------------------------------------------

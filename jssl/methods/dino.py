@@ -244,19 +244,14 @@ def make(config, length=None) -> Method:
         "center_norm": jnp.linalg.norm(center),
     }
     new_state = {
-        "batch_stats": new_vars.get("batch_stats", method_state["batch_stats"]),
-        "teacher": {"params": teacher["params"],
-                    "batch_stats": t_vars.get("batch_stats",
-                                              teacher["batch_stats"])},
+        **common.online_target_state(new_vars, t_vars, method_state, "teacher"),
         "center": jax.lax.stop_gradient(center),
     }
     return value, (new_state, metrics)
 
-  def update_state(params, method_state, step):
-    # After the optimiser step at iteration `step`: momentum_schedule[it].
-    # Parameters only; the teacher's BN statistics come from its own passes.
-    return dict(method_state, teacher=common.target_update(
-        params, method_state["teacher"], momentum(step)))
+  # After the optimiser step at iteration `step`: momentum_schedule[it].
+  # Parameters only; the teacher's BN statistics come from its own passes.
+  update_state = common.target_update_fn(momentum, "teacher")
 
   def encoder_variables(params, method_state):
     """The TEACHER encoder: what DINO evaluates and releases."""

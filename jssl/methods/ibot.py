@@ -262,17 +262,13 @@ def make(config, length=None) -> Method:
         "mask_fraction": jnp.mean(mask.astype(jnp.float32)),
     }
     new_state = {
-        "batch_stats": new_vars.get("batch_stats", method_state["batch_stats"]),
-        "teacher": {"params": teacher["params"],
-                    "batch_stats": t_vars.get("batch_stats", teacher["batch_stats"])},
+        **common.online_target_state(new_vars, t_vars, method_state, "teacher"),
         "center": jax.lax.stop_gradient(new_center),
         "patch_center": jax.lax.stop_gradient(new_patch_center),
     }
     return value, (new_state, metrics)
 
-  def update_state(params, method_state, step):
-    return dict(method_state, teacher=common.target_update(
-        params, method_state["teacher"], momentum(step)))
+  update_state = common.target_update_fn(momentum, "teacher")
 
   def encoder_variables(params, method_state):
     """The TEACHER encoder without its mask token (what iBOT / DINOv2 evaluate)."""

@@ -274,17 +274,11 @@ def make(config, length=None) -> Method:
         "prototypes_used": jnp.sum(used),
         "ema_momentum": momentum(step),
     }
-    new_state = {
-        "batch_stats": new_vars.get("batch_stats", method_state["batch_stats"]),
-        "target": {"params": target["params"],
-                   "batch_stats": t_vars.get("batch_stats", target["batch_stats"])},
-    }
+    new_state = common.online_target_state(new_vars, t_vars, method_state)
     return value, (new_state, metrics)
 
-  def update_state(params, method_state, step):
-    # After the optimiser step: encoder and head, not the prototypes.
-    return dict(method_state, target=common.target_update(
-        params, method_state["target"], momentum(step)))
+  # After the optimiser step: encoder and head, not the prototypes.
+  update_state = common.target_update_fn(momentum)
 
   def encoder_variables(params, method_state):
     """The TARGET encoder: what MSN evaluates and releases."""
