@@ -27,6 +27,8 @@ from jssl.errors import ConfigError
 # jssl.models._DTYPES, kept here so checking a config imports no JAX/Flax
 # (tests/reliability/test_config_validation.py keeps the two equal).
 DTYPES = ("float32", "bfloat16", "float16")
+# eval.linear_feature: encoder outputs the linear probe can read.
+LINEAR_FEATURES = ("pre_logits", "cls_last4")
 # jssl.data.pipeline.SOURCES, for the same reason.
 SOURCES = ("digits", "arrays", "folder", "npz", "tfds", "digits_captions",
            "shapes_captions")
@@ -143,6 +145,7 @@ RULES: dict[str, Rule] = {
     "eval.crop_fraction": real(0, 1, lo_open=True),
     "eval.knn_k": count(1),
     "eval.knn_temperature": positive(),
+    "eval.linear_feature": one_of(*LINEAR_FEATURES),
     "eval.plots": one_of("", "pca", "tsne"),
     # Model and heads.
     "model.dtype": one_of(*DTYPES),
@@ -287,6 +290,12 @@ def problems(config: Any) -> list[str]:
     else:
       check(path, path, value)
 
+  # 'cls_last4' is a ViT output (jssl.models.vit).
+  feature, model = flat.get("eval.linear_feature"), flat.get("model.name")
+  if (feature == "cls_last4" and isinstance(model, str)
+      and not model.startswith("vit")):
+    out.append(f"config.eval.linear_feature='cls_last4': needs a ViT encoder, "
+               f"config.model.name={model!r} has no cls token; use 'pre_logits'")
   # Diagnostics are read with the metrics, on log steps only (jssl.step).
   diag, log_every = flat.get("diagnostics.every_steps"), flat.get("log_every_steps")
   if (flat.get("diagnostics.enabled", True) and _is_int(diag) and diag > 0

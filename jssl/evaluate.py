@@ -10,7 +10,9 @@ JAX device) feeds the cached-feature protocols; `--protocols` picks them
 
   linear       cached-feature logistic regression, L2 chosen on a held-out split
                (`jssl.evals.linear_probe`; the fast probe, not the augmented-crop
-               SGD protocol of the SimCLR / BYOL papers)
+               SGD protocol of the SimCLR / BYOL papers), on the feature the
+               run's own probe read (`--linear_feature`: 'pre_logits', or a
+               ViT's 'cls_last4', DINO / iBOT's ViT-S probe input)
   knn          weighted kNN, k=200, T=0.1 (InstDisc; `jssl.evals.knn`), train side
                streamed so memory stays bounded
   ncm          nearest class mean, cosine and Euclidean (`jssl.evals.ncm`)
@@ -78,12 +80,16 @@ TOKEN_OUTPUTS = ("tokens", "feature_map")
 
 
 class Split:
-  """Features of one split: `pre_logits` `[N, D]`, labels `[N]`, and the
-  spatial output `[N, T, D]` / `[N, h, w, C]` when the moments probe needs it."""
+  """Features of one split: `pre_logits` `[N, D]`, labels `[N]`, the
+  spatial output `[N, T, D]` / `[N, h, w, C]` when the moments probe needs it,
+  and the linear probe's own input `[N, D']` when it is another output
+  (`linear_features`; None: the linear probe reads `features`)."""
 
   def __init__(self, features: np.ndarray, labels: np.ndarray,
-               tokens: Optional[np.ndarray] = None):
+               tokens: Optional[np.ndarray] = None,
+               linear_features: Optional[np.ndarray] = None):
     self.features, self.labels, self.tokens = features, labels, tokens
+    self.linear_features = linear_features
 
 
 def parse_protocols(spec: str | Sequence[str], *, image_text: bool = False
@@ -224,15 +230,17 @@ def dataset_batches(dataset: str, *, size: int, crop_fraction: float,
       for s, k in zip(("train", "test"), splits)}
 
 
-def extract(encoder, batches: Iterable[dict], *, tokens: Optional[str] = None) -> Split:
+def extract(encoder, batches: Iterable[dict], *, tokens: Optional[str] = None,
+            linear_feature: str = "pre_logits") -> Split:
   """One pass of the loaded encoder over host-prepared batches (already at
   the export's size, so the on-device transform only normalises)."""
   from jssl.evals import features  # pylint: disable=import-outside-toplevel
-  keys = ("pre_logits",) + ((tokens,) if tokens else ())
+  linear = linear_feature if linear_feature != "pre_logits" else None
+  keys = ("pre_logits",) + ((tokens,) if tokens else ()) + ((linear,) if linear else ())
   fn = jax.jit(features.preprocessed_apply(encoder.module, encoder.preprocess_config,
                                            crop_fraction=1.0, keys=keys))
 
-  feats, toks, labels = [], [], []
+  feats, toks, lins, labels = [], [], [], []
   for batch in batches:
     images = encoder._check(batch["image"])  # pylint: disable=protected-access
     out = jax.device_get(fn(encoder.variables, jax.device_put(images, encoder.device)))
@@ -241,10 +249,27 @@ def extract(encoder, batches: Iterable[dict], *, tokens: Optional[str] = None) -
     labels.append(np.asarray(batch["label"], np.int32)[keep])
     if tokens:
       toks.append(np.asarray(out[tokens], np.float32)[keep])
+    if linear:
+      lins.append(np.asarray(out[linear], np.float32)[keep])
   if not feats:
     raise errors.DataError("the split yielded no examples")
   return Split(np.concatenate(feats), np.concatenate(labels),
-               np.concatenate(toks) if tokens else None)
+               np.concatenate(toks) if tokens else None,
+               np.concatenate(lins) if linear else None)
+
+
+def check_linear_feature(encoder, name: str) -> None:
+  """A clear error when `name` is not a `[B, D]` output of the export's encoder."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  pp = encoder.preprocess_config
+  spec = jax.eval_shape(
+      lambda v, x: encoder.module.apply(v, x, train=False), encoder.variables,
+      jax.ShapeDtypeStruct((1, pp["size"], pp["size"], encoder.channels), jnp.float32))
+  flat = sorted(k for k, v in spec.items() if len(v.shape) == 2)
+  if name not in flat:
+    raise errors.ConfigError(
+        f"--linear_feature={name!r} is not a [B, D] output of this export's encoder "
+        f"({encoder.model_config.get('name')}); choose from {flat}")
 
 
 def token_output(encoder) -> str:
@@ -296,7 +321,11 @@ def run_protocols(train: Split, test: Split, *, num_classes: int,
   for name in protocols:
     t0 = time.time()
     if name == "linear":
-      r = linear_lib.linear_probe(*args, num_classes=num_classes, seed=seed)
+      lin_args = (train.features if train.linear_features is None else train.linear_features,
+                  train.labels,
+                  test.features if test.linear_features is None else test.linear_features,
+                  test.labels)
+      r = linear_lib.linear_probe(*lin_args, num_classes=num_classes, seed=seed)
       out[name] = {k: r[k] for k in ("top1", "top5", "l2") if k in r}
     elif name == "knn":
       r = knn_lib.knn_accuracy(*args, num_classes=num_classes,
@@ -450,7 +479,9 @@ def markdown(report: dict) -> str:
     lines.append(f"| {protocol} | {setting} | {_pct(d['top1'])} | {top5} |")
 
   if "linear" in r:
-    row("linear (cached features)", f"L2 {r['linear']['l2']:.3g}", r["linear"])
+    feature = report.get("linear_feature", "pre_logits")
+    on = "" if feature == "pre_logits" else f", on {feature}"
+    row("linear (cached features)", f"L2 {r['linear']['l2']:.3g}{on}", r["linear"])
   if "knn" in r:
     row("kNN", f"k={r['knn']['k']}, T=0.1", r["knn"])
   if "ncm" in r:
@@ -503,9 +534,15 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
                     plots: str = "pca", overwrite: bool = False,
                     splits: tuple[str, str] = ("train", "test"),
                     trained_kwargs: Optional[dict] = None, log=print,
+                    linear_feature: Optional[str] = None,
                     **protocol_kwargs) -> dict:
   """Loads `export`, extracts features of `dataset`, runs `protocols`, writes
   `eval.json`, `eval.md` (and plots) to `out`; returns the report dict.
+
+  `linear_feature`: the encoder output the linear protocol reads (default:
+  the one the run's own probe read, recorded in the export: 'pre_logits',
+  or 'cls_last4' for the ViT presets that use DINO's probe); every other
+  protocol reads 'pre_logits'.
 
   `protocols`: as `parse_protocols` ('features' by default: the
   cached-feature ones). `trained_kwargs` go to `trained_jobs` (presets, label
@@ -531,13 +568,18 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
   encoder = (dual_model.image_tower if dual_model else
              export_lib.load_encoder(export, device=jax.devices()[0]))
   tokens = token_output(encoder) if "moments" in protocols else None
+  linear_feature = linear_feature or encoder.linear_feature
+  if "linear" in protocols:
+    check_linear_feature(encoder, linear_feature)
+  else:
+    linear_feature = "pre_logits"
   pp = encoder.preprocess_config
   num_classes, batches = dataset_batches(
       dataset, size=int(pp["size"]), crop_fraction=float(pp.get("crop_fraction", 1.0)),
       data_dir=data_dir, batch_size=batch_size, splits=splits)
   t0 = time.time()
-  train = extract(encoder, batches["train"], tokens=tokens)
-  test = extract(encoder, batches["test"], tokens=tokens)
+  train = extract(encoder, batches["train"], tokens=tokens, linear_feature=linear_feature)
+  test = extract(encoder, batches["test"], tokens=tokens, linear_feature=linear_feature)
   t_feat = round(time.time() - t0, 2)
   cached = [p for p in protocols if p in PROTOCOLS]
   results = run_protocols(train, test, num_classes=num_classes, protocols=cached,
@@ -560,6 +602,9 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
             "splits": list(splits), "num_train": int(len(train.labels)),
             "num_test": int(len(test.labels)), "num_classes": int(num_classes),
             "feature_dim": int(train.features.shape[1]),
+            **({"linear_feature": linear_feature,
+                "linear_feature_dim": int(train.linear_features.shape[1])}
+               if train.linear_features is not None else {}),
             "device": f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind})",
             "provenance": encoder.provenance, "protocols": list(protocols),
             "results": results}
@@ -594,6 +639,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   p.add_argument("--n_way", type=int, default=5)
   p.add_argument("--n_episodes", type=int, default=100)
   p.add_argument("--plots", default="pca", help="'pca', 'tsne' or '' (none)")
+  p.add_argument("--linear_feature", default=None,
+                 help="encoder output the linear protocol reads: 'pre_logits' or a ViT's "
+                      "'cls_last4' (default: the one recorded in the export)")
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--linear_preset", default="simclr", help="linear_sgd: simclr | mae")
   p.add_argument("--finetune_preset", default="simclr", help="finetune: simclr")
@@ -626,7 +674,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
       batch_size=a.batch_size, plots=a.plots, overwrite=a.overwrite,
       splits=(a.train_split, a.test_split), trained_kwargs=trained_kwargs,
       shots=tuple(int(k) for k in a.shots.split(",") if k), n_way=a.n_way,
-      n_episodes=a.n_episodes)
+      n_episodes=a.n_episodes, linear_feature=a.linear_feature)
   print(markdown(report))
   print(f"wrote {report['out']}/eval.json and eval.md")
 

@@ -3,7 +3,8 @@
 An export directory holds two files:
   export.json   format version, the encoder's model config, the preprocessing
                 (resize/centre-crop size, mean, std), feature names and dims,
-                and provenance (method, step, config of the run)
+                provenance (method, step, config of the run) and the feature
+                its linear probe reads (`eval.linear_feature`)
   params.npz    the encoder's variables only (no heads, no optimiser state),
                 flattened to '/'-joined paths; plain arrays, read with
                 `allow_pickle=False` so no code runs on load
@@ -39,8 +40,12 @@ FORMAT = "jssl-encoder/1"
 
 
 def export_encoder(path, *, variables: Any, model_config: dict,
-                   preprocess: dict, provenance: dict | None = None) -> str:
+                   preprocess: dict, provenance: dict | None = None,
+                   linear_feature: str = "pre_logits") -> str:
   """Writes an export directory (see module docstring). Process 0 only.
+
+  `linear_feature` (the run's `eval.linear_feature`) is recorded so
+  `jssl.evaluate` probes the export on the same feature by default.
 
   Refuses to overwrite an existing export of a different model config.
   """
@@ -54,6 +59,7 @@ def export_encoder(path, *, variables: Any, model_config: dict,
       "model": model_config,
       "preprocess": preprocess,
       "provenance": provenance or {},
+      "eval": {"linear_feature": linear_feature},
       "variables": {k: list(np.shape(v)) for k, v in flat.items()},
   }
   path.mkdir(parents=True, exist_ok=True)
@@ -79,16 +85,19 @@ class Encoder:
     preprocess_config: the exported preprocessing (`size`, `mean`, `std`,
       `crop_fraction`).
     dim: feature width D of `'pre_logits'`.
+    linear_feature: the output the run's linear probe read ('pre_logits', or
+      a ViT's 'cls_last4'); `jssl.evaluate`'s default for its linear probe.
   """
 
   def __init__(self, module, variables, model_config: dict, preprocess: dict,
-               provenance: dict, device: jax.Device):
+               provenance: dict, device: jax.Device, linear_feature: str = "pre_logits"):
     from jssl.evals import features  # pylint: disable=import-outside-toplevel
     self.module = module
     self.model_config = model_config
     self.preprocess_config = preprocess
     self.provenance = provenance
     self.device = device
+    self.linear_feature = linear_feature
     self.variables = jax.device_put(variables, device)
     pp = dict(preprocess)
     self._features = jax.jit(features.preprocessed_apply(module, pp))
@@ -188,8 +197,10 @@ def load_encoder(path, *, device: jax.Device | None = None) -> Encoder:
         f"{missing[:5]}, unexpected {extra[:5]}, shape mismatches {bad[:5]}")
   variables = flax.traverse_util.unflatten_dict(
       {k: np.asarray(v, exp_flat[k].dtype) for k, v in flat.items()}, sep="/")
+  # Exports from before `eval` was recorded probed 'pre_logits'.
   return Encoder(module, variables, meta["model"], pp,
-                 meta.get("provenance", {}), device)
+                 meta.get("provenance", {}), device,
+                 linear_feature=meta.get("eval", {}).get("linear_feature", "pre_logits"))
 
 
 # --- Dual encoders (CLIP, SigLIP, LiT) ---------------------------------------

@@ -61,6 +61,10 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=512, image_size=32, crop_fraction=1.0, knn_k=200,
       knn_temperature=0.1, at_end=True,
+      # The linear probe's input: 'pre_logits' (the encoder's pooled feature,
+      # also kNN's) or, for a ViT, 'cls_last4' (the normed cls tokens of the
+      # last 4 blocks, concatenated: DINO / iBOT's ViT-S linear probe).
+      linear_feature="pre_logits",
       # PNGs in workdir/plots at the end (needs matplotlib): training curves,
       # the test-feature spectrum and a 2-D 'pca' or 'tsne' projection by
       # class; '' turns them off.

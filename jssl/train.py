@@ -56,10 +56,12 @@ def total_steps(config, num_train: int) -> tuple[int, float]:
 
 def evaluate(method, state, data: Datasets, mesh, config, *,
              return_test_features: bool = False):
-  """Linear probe and weighted kNN on frozen `pre_logits` features.
+  """Linear probe and weighted kNN on frozen features: kNN on `pre_logits`,
+  the linear probe on `config.eval.linear_feature` (`pre_logits`, or a ViT's
+  `cls_last4`), both from one encoder pass.
 
   Returns the metrics dict, or `(metrics, (test_features, test_labels))`
-  with `return_test_features` (host numpy, for plots).
+  with `return_test_features` (host numpy `pre_logits`, for plots).
   """
   pp = preprocess_config(config, data.image_shape[-1])
   # TFDS, folder and npz eval batches arrive resized and centre-cropped on
@@ -67,20 +69,26 @@ def evaluate(method, state, data: Datasets, mesh, config, *,
   crop = 1.0 if data.eval_cropped_on_host else pp["crop_fraction"]
 
   encode = features_lib.preprocessed_apply(method.encoder, pp, crop_fraction=crop)
-  fn = features_lib.make_feature_fn(encode, mesh)
+  ec = config.eval
+  linear_feature = ec.get("linear_feature", "pre_logits")
+  fn = features_lib.make_feature_fn(encode, mesh,
+                                    feature=tuple(dict.fromkeys(("pre_logits", linear_feature))))
   variables = method.encoder_variables(state.params, state.method_state)
   t0 = time.time()
-  tr_x, tr_y = features_lib.extract(fn, variables, data.eval_batches("train"), mesh)
-  te_x, te_y = features_lib.extract(fn, variables, data.eval_batches("test"), mesh)
+  tr, tr_y = features_lib.extract(fn, variables, data.eval_batches("train"), mesh)
+  te, te_y = features_lib.extract(fn, variables, data.eval_batches("test"), mesh)
   t_feat = time.time() - t0
-  ec = config.eval
+  tr_x, te_x = tr["pre_logits"], te["pre_logits"]
   knn = knn_lib.knn_accuracy(tr_x, tr_y, te_x, te_y,
                              num_classes=data.probe_classes, k=ec.knn_k,
                              temperature=ec.knn_temperature)
-  lin = linear_lib.linear_probe(tr_x, tr_y, te_x, te_y,
+  lin = linear_lib.linear_probe(tr[linear_feature], tr_y, te[linear_feature], te_y,
                                 num_classes=data.probe_classes)
   res = {"linear_top1": float(lin["top1"]), "knn_top1": float(knn["top1"]),
          "linear_l2": float(lin["l2"]), "feature_dim": int(tr_x.shape[1]),
+         **({"linear_feature": linear_feature,
+             "linear_feature_dim": int(tr[linear_feature].shape[1])}
+            if linear_feature != "pre_logits" else {}),
          "eval_seconds": round(time.time() - t0, 2),
          "feature_seconds": round(t_feat, 2)}
   return (res, (te_x, te_y)) if return_test_features else res
@@ -276,7 +284,8 @@ def _run(config, workdir) -> dict:
         model_config=ckpt_lib.config_to_dict(config)["model"],
         preprocess=preprocess_config(config, data.image_shape[-1]),
         provenance={"method": config.method, "step": steps,
-                    "workdir": storage.display(workdir)})
+                    "workdir": storage.display(workdir)},
+        linear_feature=config.eval.get("linear_feature", "pre_logits"))
     if method.dual is not None:
       export_lib.export_dual(
           workdir / "export",

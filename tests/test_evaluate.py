@@ -13,7 +13,7 @@ from jssl.data import digits
 from jssl.evals import knn, linear_probe
 
 
-def _export(path, model_cfg, size=16):
+def _export(path, model_cfg, size=16, **kw):
   module = models.make_encoder(model_cfg)
   variables = module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False)
   mean, std = digits.digits_mean_std(size)
@@ -21,7 +21,7 @@ def _export(path, model_cfg, size=16):
       str(path), variables=variables, model_config=dict(model_cfg),
       preprocess={"size": size, "mean": list(mean), "std": list(std),
                   "crop_fraction": 1.0, "channels": 3},
-      provenance={"method": "random-init test"})
+      provenance={"method": "random-init test"}, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +120,36 @@ def test_vit_tokens_feed_the_moment_probe(tmp_path):
                                  protocols=["moments"], plots="")
   # The moment probe on a random-init ViT's tokens: above chance (0.1).
   assert rep["results"]["moments"]["top1"] > 0.2, rep["results"]["moments"]
+
+
+def test_linear_probe_reads_the_feature_the_export_records(tmp_path):
+  # A DINO / iBOT ViT run probes 'cls_last4'; its export records that, and
+  # `jssl.evaluate` probes the same feature by default (kNN stays on pre_logits).
+  path = _export(tmp_path / "vit", {"name": "vit_test", "patch_size": 4},
+                 linear_feature="cls_last4")
+  enc = export.load_encoder(path)
+  assert enc.linear_feature == "cls_last4"
+  d = digits.load_arrays("digits", size=16)
+  f_tr, f_te = enc.features(d.train_images), enc.features(d.test_images)
+  assert f_tr["cls_last4"].shape == (len(d.train_images), 2 * 32)  # vit_test: 2 blocks
+  rep = evaluate.evaluate_export(path, "digits", out=str(tmp_path / "e"),
+                                 protocols="linear,knn", plots="")
+  assert rep["linear_feature"] == "cls_last4" and rep["linear_feature_dim"] == 64
+  assert rep["feature_dim"] == 32
+  lin = linear_probe.linear_probe(f_tr["cls_last4"], d.train_labels, f_te["cls_last4"],
+                                  d.test_labels, num_classes=10)
+  k = knn.knn_accuracy(f_tr["pre_logits"], d.train_labels, f_te["pre_logits"],
+                       d.test_labels, num_classes=10)
+  assert rep["results"]["linear"]["top1"] == pytest.approx(lin["top1"], abs=2 / 450)
+  assert rep["results"]["knn"]["top1"] == pytest.approx(k["top1"], abs=1 / 450)
+  assert ", on cls_last4" in open(tmp_path / "e" / "eval.md").read()
+  # --linear_feature overrides it; a name the encoder lacks is one clear error.
+  rep = evaluate.evaluate_export(path, "digits", out=str(tmp_path / "p"),
+                                 protocols="linear", plots="", linear_feature="pre_logits")
+  assert "linear_feature" not in rep
+  with pytest.raises(ValueError, match="--linear_feature='tokens' is not a \\[B, D\\] output"):
+    evaluate.main([f"--export={path}", "--dataset=digits", f"--out={tmp_path / 'x'}",
+                   "--protocols=linear", "--linear_feature=tokens"])
 
 
 def test_bad_input_is_named(resnet_export, tmp_path):

@@ -79,6 +79,11 @@ def test_smoke_run_resumes_exactly_and_exports(name, tmp_path):
   size = int(c.data.kwargs.size)
   f = enc(digits.load_arrays("digits", size=size).test_images[:3])
   assert f.shape == (3, enc.dim) and np.all(np.isfinite(f))
+  # The linear probe read the run book's feature, and the export says which.
+  assert enc.linear_feature == c.eval.linear_feature
+  if c.eval.linear_feature == "cls_last4":  # iBOT: DINO's ViT-S probe input
+    depth = len([k for k in enc.variables["params"] if k.startswith("block")])
+    assert res["pretrained"]["linear_feature_dim"] == min(4, depth) * enc.dim
 
 
 def test_unknown_method_lists_the_available_ones():

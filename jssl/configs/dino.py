@@ -177,6 +177,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dtype="float32", attention_impl="auto", remat="none",
         drop_path_rate=0.1))      # student only (main_dino.py --drop_path_rate)
     c.head.update(out_dim=65536, norm_last_layer=False)  # README "boosting"
+    # eval_linear.py for ViT-S: the last 4 blocks' normed CLS tokens (jssl.models.vit).
+    c.eval.linear_feature = "cls_last4"
     c.loss.update(teacher_temp=0.07, warmup_teacher_temp=0.04,
                   warmup_teacher_temp_epochs=30.0)
     c.ema.base_momentum = 0.996
@@ -195,6 +197,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         name="vit_small", patch_size=4, pos_embed="sincos", pool="cls",
         dtype="float32", drop_path_rate=0.1))   # student only, main_dino.py default
     c.head.update(out_dim=4096)
+    c.eval.linear_feature = "cls_last4"    # DINO's ViT-S linear probe input
     c.optimizer = _dino_adamw()
   else:  # quickstart, smoke
     runbook.digits_data(c, recipes.byol_recipe, smoke=preset == "smoke")

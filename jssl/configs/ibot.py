@@ -95,6 +95,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = runbook.check_preset(arg or "imagenet", PRESETS, "ibot")
   c = dino_config.get_config("imagenet" if preset in ("imagenet", "dinov2") else "cifar10_vit")
   c.method = "ibot"
+  # iBOT's ViT-S linear protocol (evaluation/eval_linear.py, n_last_blocks 4):
+  # the normed CLS tokens of the last 4 blocks, concatenated (jssl.models.vit).
+  c.eval.linear_feature = "cls_last4"
   # iBOT eq. 2 / DINOv2: L = L_cls + ibot_weight L_patch + koleo_weight L_koleo.
   # centering: 'centering' (DINO / iBOT EMA centers) | 'sinkhorn_knopp' (DINOv2).
   # shared_head: the CLS head also projects the patches (iBOT) or a separate head

@@ -40,41 +40,46 @@ def preprocessed_apply(module, preprocess: dict, *, crop_fraction: Optional[floa
 
 
 def make_feature_fn(encode: Callable[[Any, jax.Array], dict], mesh, *,
-                    feature: str = "pre_logits"):
+                    feature: str | Sequence[str] = "pre_logits"):
   """Jits `encode(variables, images_uint8) -> {feature: [B, D]}` over `mesh`.
 
   `variables` are replicated, images are split over the data axis, features
-  come back split the same way.
+  come back split the same way: one array for a `feature` name, a dict of
+  them for a sequence of names (one encoder pass for several features).
   """
+  names = (feature,) if isinstance(feature, str) else tuple(feature)
 
   def fn(variables, images):
-    return encode(variables, images)[feature]
+    out = encode(variables, images)
+    return out[feature] if isinstance(feature, str) else {k: out[k] for k in names}
 
   return jax.jit(fn, in_shardings=(shd.replicated(mesh), shd.data_sharding(mesh)),
                  out_shardings=shd.data_sharding(mesh))
 
 
-def extract(feature_fn, variables, batches: Iterable[dict], mesh
-            ) -> tuple[np.ndarray, np.ndarray]:
+def extract(feature_fn, variables, batches: Iterable[dict], mesh):
   """Runs `feature_fn` over host batches `{'image', 'label', 'mask'}`.
 
   Returns:
-    features `[N, D]` float32 and labels `[N]` int32 on every process, in
-    global batch order, with padding rows (mask False) dropped.
+    features `[N, D]` float32 (a dict of them when `feature_fn` gives a dict)
+    and labels `[N]` int32 on every process, in global batch order, with
+    padding rows (mask False) dropped.
   """
   feats, labels, masks = [], [], []
   for batch in batches:
     g = shd.to_global({"image": batch["image"]}, mesh)
     f = feature_fn(variables, g["image"])
     # Gathered to every host: probes are cheap and run replicated.
-    feats.append(np.asarray(multihost_utils.process_allgather(f, tiled=True),
-                            np.float32))
+    feats.append(jax.tree.map(
+        lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True), np.float32),
+        f))
     labels.append(_gather_host(batch["label"]))
     masks.append(_gather_host(batch["mask"]))
   if not feats:
     raise ValueError("feature extraction got no batches (empty eval split?)")
   mask = np.concatenate(masks).astype(bool)
-  return np.concatenate(feats)[mask], np.concatenate(labels)[mask].astype(np.int32)
+  stacked = jax.tree.map(lambda *a: np.concatenate(a)[mask], *feats)
+  return stacked, np.concatenate(labels)[mask].astype(np.int32)
 
 
 def _gather_host(x) -> np.ndarray:

@@ -49,6 +49,15 @@ scales the kept ones by 1 / (1 - r_i). Only when `train=True`; the keys come
 from the flax rng stream 'dropout' (`apply(..., rngs={'dropout': key})`), one
 Bernoulli draw per example of the global batch, so a step does not depend on
 how the batch is sharded.
+
+Probe feature 'cls_last4': DINO (facebookresearch/dino `eval_linear.py`:
+`model.get_intermediate_layers(inp, n_last_blocks)`, each output through the
+model's final norm, then `torch.cat([x[:, 0] for x in intermediate_output],
+dim=-1)`; "n_last_blocks ... We typically set this to 4 for ViT-Small") and
+iBOT (bytedance/ibot `evaluation/eval_linear.py`, `n_last_blocks` default 4) train
+their linear probes on the normed cls tokens of the last 4 blocks,
+concatenated. `eval.linear_feature='cls_last4'` selects it for the linear
+probe; kNN keeps the final cls token ('pre_logits'), as DINO's `eval_knn.py`.
 """
 from __future__ import annotations
 
@@ -64,6 +73,8 @@ from jssl.patches import patchify
 
 LN_EPS = 1e-6   # MAE / MoCo v3 / DINO: partial(nn.LayerNorm, eps=1e-6)
 XAVIER = nn.initializers.xavier_uniform()
+# Blocks whose normed cls tokens make 'cls_last4' (module doc).
+PROBE_BLOCKS = 4
 
 # name: (width D, depth, heads). Ti/S: DeiT (Touvron et al. 2021, Table 1);
 # B: ViT (Dosovitskiy et al. 2021, Table 1). MLP ratio 4 for all.
@@ -283,7 +294,11 @@ class ViT(nn.Module):
   mask token (needs `use_mask_token`). No batch norm, so there are no
   'batch_stats'; `train` only switches drop-path on. Returns a dict: 'pre_logits' `[B, D]` float32,
   'cls' `[B, D]`, 'tokens' `[B, N, D]` (patch tokens after the final norm;
-  N = N_keep under `keep_indices`), in the compute dtype except 'pre_logits'.
+  N = N_keep under `keep_indices`), in the compute dtype except 'pre_logits',
+  and 'cls_last4' `[B, 4D]` float32: the cls token of each of the last 4 blocks
+  (of all blocks when depth < 4), each through the final norm, concatenated
+  oldest first; the linear-probe feature of DINO / iBOT for ViT-S
+  (`eval.linear_feature`; module doc).
   """
   width: int = 384
   depth: int = 12
@@ -357,11 +372,20 @@ class ViT(nn.Module):
     seq = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (b, 1, self.width)),
                            tokens], axis=1)
     block = remat_block(Block, self.remat)
+    last_cls = []  # the cls token after each of the last PROBE_BLOCKS blocks
     for i, rate in enumerate(self.drop_path_rates()):
       seq = block(self.num_heads, self.mlp_ratio, self.dtype, self.attention_impl,
                   drop_path=rate, deterministic=not stochastic, name=f"block{i + 1}")(seq)
-    seq = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(seq)
+      if i >= self.depth - PROBE_BLOCKS:
+        last_cls.append(seq[:, :1])
+    norm = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")
+    seq = norm(seq)
     out = {"cls": seq[:, 0], "tokens": seq[:, 1:]}
+    # DINO / iBOT's ViT-S linear-probe input: the final norm applied to each
+    # of the last blocks' outputs, cls tokens concatenated (module doc). Only
+    # the cls rows are normed again; unused outputs cost nothing under jit.
+    out["cls_last4"] = jnp.concatenate(
+        [norm(c)[:, 0] for c in last_cls[:-1]] + [out["cls"]], axis=-1).astype(jnp.float32)
     # Pool in float32: a mean over N tokens loses bits in bfloat16.
     out["pre_logits"] = (out["cls"].astype(jnp.float32) if self.pool == "cls"
                          else jnp.mean(out["tokens"].astype(jnp.float32), axis=1))

@@ -28,10 +28,12 @@ def _shapes(cfg, hw=32, b=2):
 def test_output_dict_shapes(name, d):
   cfg = {"name": name, "patch_size": 4}
   variables, out = _shapes(cfg)
-  assert set(out) == {"pre_logits", "cls", "tokens"}
+  assert set(out) == {"pre_logits", "cls", "tokens", "cls_last4"}
   assert out["pre_logits"].shape == out["cls"].shape == (2, d)
   assert out["tokens"].shape == (2, 64, d)       # (32 / 4)^2 patches
-  assert out["pre_logits"].dtype == jnp.float32
+  assert out["pre_logits"].dtype == out["cls_last4"].dtype == jnp.float32
+  # 4 blocks' cls tokens; vit_test has only 2 blocks, so it has both.
+  assert out["cls_last4"].shape == (2, (2 if name == "vit_test" else 4) * d)
   assert models.feature_dim(cfg) == d == models.make_encoder(cfg).feature_dim
   assert "batch_stats" not in variables          # no BN anywhere
 
@@ -234,3 +236,30 @@ def test_auto_attention_picks_cudnn_only_where_it_applies():
   assert pick("auto", dtype=jnp.bfloat16, head_dim=64) is None   # this test runs on CPU
   assert pick("xla", dtype=jnp.bfloat16, head_dim=64, backend="gpu") == "xla"
   assert pick("cudnn", dtype=jnp.bfloat16, head_dim=64, backend="cpu") == "cudnn"
+
+
+@pytest.mark.parametrize("depth", [2, 4, 6])
+def test_cls_last4_is_the_normed_cls_of_the_last_blocks(depth):
+  # DINO eval_linear.py: get_intermediate_layers(x, 4) puts each of the last 4
+  # blocks' outputs through the final norm; the probe concatenates their cls
+  # tokens. Checked against the captured block outputs and a numpy LayerNorm.
+  model = vit.ViT(width=16, depth=depth, num_heads=2, patch_size=4)
+  x = jax.random.normal(jax.random.key(1), (3, 16, 16, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
+  out, state = model.apply(variables, x, train=False, capture_intermediates=True)
+  inter = state["intermediates"]
+  norm = variables["params"]["norm"]
+
+  def layer_norm(v):
+    v = np.asarray(v, np.float64)
+    mu, var = v.mean(-1, keepdims=True), v.var(-1, keepdims=True)
+    return ((v - mu) / np.sqrt(var + vit.LN_EPS) * np.asarray(norm["scale"])
+            + np.asarray(norm["bias"]))
+
+  blocks = range(max(1, depth - 3), depth + 1)
+  want = np.concatenate([layer_norm(inter[f"block{i}"]["__call__"][0][:, 0]) for i in blocks],
+                        axis=-1)
+  assert out["cls_last4"].shape == (3, 16 * len(blocks))
+  np.testing.assert_allclose(out["cls_last4"], want, rtol=1e-5, atol=1e-5)
+  # The last block's slot is the final cls token itself.
+  np.testing.assert_array_equal(out["cls_last4"][:, -16:], out["cls"])

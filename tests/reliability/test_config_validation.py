@@ -147,6 +147,18 @@ def test_diagnostics_cadence_must_be_a_multiple_of_the_log_cadence():
                  "multiple of config.log_every_steps=2")
 
 
+def test_the_linear_probe_feature_must_exist_on_the_encoder():
+  # SMOKE is a ResNet: no cls token, so DINO's ViT probe input cannot exist.
+  msg = _message(SMOKE, eval__linear_feature="cls_last4")
+  assert msg == ("config.eval.linear_feature='cls_last4': needs a ViT encoder, "
+                 "config.model.name='resnet_tiny' has no cls token; use 'pre_logits'")
+  msg = _message(SMOKE, eval__linear_feature="cls")
+  assert msg == "config.eval.linear_feature='cls': must be one of 'pre_logits', 'cls_last4'"
+  config = load_config("configs/ibot.py:smoke")
+  config.eval.linear_feature = "cls_last4"
+  assert config_check.problems(config) == []
+
+
 def test_the_dtypes_and_sources_are_the_librarys():
   from jssl import models  # pylint: disable=import-outside-toplevel
   assert set(config_check.DTYPES) == set(models._DTYPES)  # pylint: disable=protected-access
