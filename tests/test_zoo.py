@@ -91,3 +91,41 @@ def test_unknown_method_lists_the_available_ones():
   c.method = "simclrr"
   with pytest.raises(ValueError, match="unknown method 'simclrr'; available: .*simclr"):
     methods.make(c)
+
+
+def _zoo_benchmark():
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location("zoo_bench",
+                                                os.path.join(REPO, "benchmarks", "zoo.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_zoo_judges_several_seeds_by_their_mean_gain():
+  zoo = _zoo_benchmark()
+
+  def run(seed, lin, lin0, knn, knn0):
+    return {"method": "ibot", "seed": seed, "steps": 150, "wall_s": 100.0, "cpu_s": 190.0,
+            "images_per_sec": 128.0, "final_loss": 5.0, "online_probe": 0.4,
+            "pretrained": {"linear_top1": lin, "knn_top1": knn},
+            "random_init": {"linear_top1": lin0, "knn_top1": knn0},
+            "linear_gain": 100 * (lin - lin0), "knn_gain": 100 * (knn - knn0),
+            "ok": zoo.passes(100 * (lin - lin0), 100 * (knn - knn0), 2.0)}
+  # Seed 0 alone would pass (+3.0); the mean gain is +1.0: the method fails.
+  runs = [run(0, 0.96, 0.93, 0.60, 0.55), run(1, 0.95, 0.95, 0.60, 0.55),
+          run(2, 0.95, 0.95, 0.58, 0.55)]
+  mean = zoo.mean_row(runs, 2.0)
+  assert mean["pretrained"]["linear_top1"] == pytest.approx(0.9533333)
+  assert mean["linear_gain"] == pytest.approx(1.0) and mean["knn_gain"] == pytest.approx(4.33)
+  assert not mean["ok"] and mean["seeds"] == [0, 1, 2]
+  assert zoo.mean_row([run(0, 0.97, 0.95, 0.6, 0.5), run(1, 0.97, 0.95, 0.6, 0.5)], 2.0)["ok"]
+  # A seed that failed to run fails the method.
+  assert not zoo.mean_row(runs[:2] + [{"method": "ibot", "seed": 2, "wall_s": 1.0,
+                                       "cpu_s": 1.0, "ok": False}], 2.0)["ok"]
+  md = zoo.table(runs + [mean])
+  assert "| ibot (seed 0) | 150 |" in md and "linear +3.0, kNN +5.0 |" in md
+  assert "| ibot (mean of seeds 0, 1, 2) | 150 | 100s | 190s |" in md
+  assert md.rstrip().endswith("| 95.3% | 94.3% | 59.3% | 55.0% | does NOT beat random init |")
+  # +9 of 450 images is exactly the 2-point margin (float32 gave 1.99999).
+  assert zoo.passes(1.9999990463256836, 0.0, 2.0)
