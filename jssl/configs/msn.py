@@ -83,6 +83,8 @@ AMD EPYC, ~135 s wall each:
             kNN 67.3 vs 58.7 (+8.6)
   seed 1: linear 94.2% vs 91.8% (+2.4), kNN 69.6% vs 53.6% (+16.0)
   seed 2: linear 96.0% vs 94.7% (+1.3), kNN 68.7% vs 56.7% (+12.0)
+  seed 2 with a slower target (EMA 0.996 -> 1, not 0.99; benchmarks/zoo.py,
+            250 CPU s): 95.8% (+1.1) / 64.9% (+8.2), worse on both probes.
 So MSN beats its random-init encoder on both probes in all three seeds, but the
 linear margin (mean +1.8) clears the zoo's 2-point bar in one of them.
 Longer training keeps lowering the loss (2.15 at step 900) and raising kNN,
