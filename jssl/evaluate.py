@@ -260,12 +260,7 @@ def extract(encoder, batches: Iterable[dict], *, tokens: Optional[str] = None,
 
 def check_linear_feature(encoder, name: str) -> None:
   """A clear error when `name` is not a `[B, D]` output of the export's encoder."""
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  pp = encoder.preprocess_config
-  spec = jax.eval_shape(
-      lambda v, x: encoder.module.apply(v, x, train=False), encoder.variables,
-      jax.ShapeDtypeStruct((1, pp["size"], pp["size"], encoder.channels), jnp.float32))
-  flat = sorted(k for k, v in spec.items() if len(v.shape) == 2)
+  flat = sorted(k for k, shape in encoder.output_shapes.items() if len(shape) == 2)
   if name not in flat:
     raise errors.ConfigError(
         f"--linear_feature={name!r} is not a [B, D] output of this export's encoder "
@@ -275,13 +270,9 @@ def check_linear_feature(encoder, name: str) -> None:
 def token_output(encoder) -> str:
   """The spatial output the moments probe uses ('tokens' of a ViT,
   'feature_map' of a ResNet), or a clear error when the export has none."""
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  pp = encoder.preprocess_config
-  spec = jax.eval_shape(
-      lambda v, x: encoder.module.apply(v, x, train=False), encoder.variables,
-      jax.ShapeDtypeStruct((1, pp["size"], pp["size"], encoder.channels), jnp.float32))
+  spec = encoder.output_shapes
   for k in TOKEN_OUTPUTS:
-    if k in spec and len(spec[k].shape) in (3, 4):
+    if k in spec and len(spec[k]) in (3, 4):
       return k
   raise errors.ConfigError(
       f"the moments protocol needs token or feature-map outputs {TOKEN_OUTPUTS}; "

@@ -85,6 +85,8 @@ class Encoder:
     preprocess_config: the exported preprocessing (`size`, `mean`, `std`,
       `crop_fraction`).
     dim: feature width D of `'pre_logits'`.
+    output_shapes: `{name: shape}` of every encoder output for one image
+      (batch dimension 1), traced once at load.
     linear_feature: the output the run's linear probe read ('pre_logits', or
       a ViT's 'cls_last4'); `jssl.evaluate`'s default for its linear probe.
   """
@@ -104,6 +106,7 @@ class Encoder:
     self.channels = int(preprocess.get("channels", 3))
     spec = jax.eval_shape(self._features, self.variables, jax.ShapeDtypeStruct(
         (1, pp["size"], pp["size"], self.channels), jnp.uint8))
+    self.output_shapes = {k: tuple(v.shape) for k, v in spec.items()}
     self.dim = int(spec["pre_logits"].shape[-1])
 
   def features(self, images, *, batch_size: int = 256) -> dict[str, np.ndarray]:
