@@ -36,6 +36,7 @@ from jssl.evals import features as features_lib
 from jssl.evals import image_text as image_text_lib
 from jssl.evals import knn as knn_lib
 from jssl.evals import linear_probe as linear_lib
+from jssl.evals import paired as paired_lib
 from jssl.metrics_log import MetricsLog
 
 
@@ -55,13 +56,15 @@ def total_steps(config, num_train: int) -> tuple[int, float]:
 
 
 def evaluate(method, state, data: Datasets, mesh, config, *,
-             return_test_features: bool = False):
+             return_details: bool = False):
   """Linear probe and weighted kNN on frozen features: kNN on `pre_logits`,
   the linear probe on `config.eval.linear_feature` (`pre_logits`, or a ViT's
   `cls_last4`), both from one encoder pass.
 
-  Returns the metrics dict, or `(metrics, (test_features, test_labels))`
-  with `return_test_features` (host numpy `pre_logits`, for plots).
+  Returns the metrics dict, or `(metrics, details)` with `return_details`:
+  host numpy `test_features` (`pre_logits`) and `test_labels` for plots, and
+  `linear_correct` / `knn_correct`, `[M]` bools per test image for the paired
+  test against the random-init encoder (`jssl.evals.paired`).
   """
   pp = preprocess_config(config, data.image_shape[-1])
   # TFDS, folder and npz eval batches arrive resized and centre-cropped on
@@ -81,9 +84,9 @@ def evaluate(method, state, data: Datasets, mesh, config, *,
   tr_x, te_x = tr["pre_logits"], te["pre_logits"]
   knn = knn_lib.knn_accuracy(tr_x, tr_y, te_x, te_y,
                              num_classes=data.probe_classes, k=ec.knn_k,
-                             temperature=ec.knn_temperature)
+                             temperature=ec.knn_temperature, per_example=True)
   lin = linear_lib.linear_probe(tr[linear_feature], tr_y, te[linear_feature], te_y,
-                                num_classes=data.probe_classes)
+                                num_classes=data.probe_classes, per_example=True)
   res = {"linear_top1": float(lin["top1"]), "knn_top1": float(knn["top1"]),
          "linear_l2": float(lin["l2"]), "feature_dim": int(tr_x.shape[1]),
          **({"linear_feature": linear_feature,
@@ -91,7 +94,10 @@ def evaluate(method, state, data: Datasets, mesh, config, *,
             if linear_feature != "pre_logits" else {}),
          "eval_seconds": round(time.time() - t0, 2),
          "feature_seconds": round(t_feat, 2)}
-  return (res, (te_x, te_y)) if return_test_features else res
+  if not return_details:
+    return res
+  return res, {"test_features": te_x, "test_labels": te_y,
+               "linear_correct": lin["correct"], "knn_correct": knn["correct"]}
 
 
 def run(config, workdir: str) -> dict:
@@ -268,12 +274,16 @@ def _run(config, workdir) -> dict:
     log.write(steps, {f"final/{k}": v for k, v in res.items()}
               | {f"random_init/{k}": v for k, v in rnd.items()})
   elif config.eval.at_end:
-    res, test_features = evaluate(method, state, data, mesh, config,
-                                  return_test_features=True)
+    res, details = evaluate(method, state, data, mesh, config, return_details=True)
+    test_features = (details["test_features"], details["test_labels"])
     # The same encoder at its initialisation (same seed): the baseline a
-    # pretrained encoder must beat.
-    rnd = evaluate(method, init_fn(), data, mesh, config)
-    results.update({"pretrained": res, "random_init": rnd})
+    # pretrained encoder must beat, judged per test image (paired test).
+    rnd, rnd_details = evaluate(method, init_fn(), data, mesh, config, return_details=True)
+    results.update({"pretrained": res, "random_init": rnd,
+                    "vs_random_init": {
+                        probe: paired_lib.compare(details[f"{probe}_correct"],
+                                                  rnd_details[f"{probe}_correct"])
+                        for probe in ("linear", "knn")}})
     log.write(steps, {f"final/{k}": v for k, v in res.items()}
               | {f"random_init/{k}": v for k, v in rnd.items()})
 
@@ -307,11 +317,12 @@ def _run(config, workdir) -> dict:
     log.info(f"done: {image_text_lib.summary(res, rnd)} | results in "
              f"{workdir / 'results.json'}")
   elif config.eval.at_end and not data.probes_skipped:
+    vs = results["vs_random_init"]
     log.info(
         f"done: linear top-1 {res['linear_top1']:.4f} (random init "
-        f"{rnd['linear_top1']:.4f}) | kNN top-1 {res['knn_top1']:.4f} (random "
-        f"init {rnd['knn_top1']:.4f}) | results in "
-        f"{workdir / 'results.json'}")
+        f"{rnd['linear_top1']:.4f}, p={vs['linear']['p_value']:.2g}) | kNN top-1 "
+        f"{res['knn_top1']:.4f} (random init {rnd['knn_top1']:.4f}, "
+        f"p={vs['knn']['p_value']:.2g}) | results in {workdir / 'results.json'}")
   log.close()
   return results
 

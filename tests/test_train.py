@@ -30,6 +30,13 @@ def test_smoke_run_end_to_end(tmp_path):
       # separate digits far better, so a probe fed wrong features or labels
       # (or a broken accuracy) lands near 0.1 and fails here.
       assert res[which][k] > 0.3, (which, k, res[which][k])
+  # The paired test: its win/loss counts are the accuracy difference in images.
+  m = len(digits.load_arrays("digits", size=16).test_labels)
+  for probe in ("linear", "knn"):
+    vs = saved["vs_random_init"][probe]
+    assert vs["wins"] - vs["losses"] == round(
+        m * (res["pretrained"][f"{probe}_top1"] - res["random_init"][f"{probe}_top1"]))
+    assert vs["wins"] + vs["losses"] > 0 and 0.0 < vs["p_value"] <= 1.0
   rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
   assert [r["step"] for r in rows if "loss" in r] == [2, 4, 6]
   assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)

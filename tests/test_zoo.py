@@ -2,6 +2,7 @@
 builds, and each method's smoke preset trains -> checkpoints -> stops ->
 resumes bit-identically -> probes -> exports -> loads."""
 import glob
+import math
 import json
 import os
 
@@ -102,30 +103,43 @@ def _zoo_benchmark():
   return mod
 
 
-def test_zoo_judges_several_seeds_by_their_mean_gain():
+def test_zoo_judges_several_seeds_by_their_mean_gain_and_pooled_paired_test():
   zoo = _zoo_benchmark()
 
-  def run(seed, lin, lin0, knn, knn0):
+  def run(seed, lin, lin0, knn, knn0, wins, losses):
+    p = zoo.paired_lib.sign_test_p(wins, losses)
     return {"method": "ibot", "seed": seed, "steps": 150, "wall_s": 100.0, "cpu_s": 190.0,
             "images_per_sec": 128.0, "final_loss": 5.0, "online_probe": 0.4,
             "pretrained": {"linear_top1": lin, "knn_top1": knn},
             "random_init": {"linear_top1": lin0, "knn_top1": knn0},
             "linear_gain": 100 * (lin - lin0), "knn_gain": 100 * (knn - knn0),
-            "ok": zoo.passes(100 * (lin - lin0), 100 * (knn - knn0), 2.0)}
-  # Seed 0 alone would pass (+3.0); the mean gain is +1.0: the method fails.
-  runs = [run(0, 0.96, 0.93, 0.60, 0.55), run(1, 0.95, 0.95, 0.60, 0.55),
-          run(2, 0.95, 0.95, 0.58, 0.55)]
-  mean = zoo.mean_row(runs, 2.0)
-  assert mean["pretrained"]["linear_top1"] == pytest.approx(0.9533333)
+            "linear_wins": wins, "linear_losses": losses, "linear_p": p,
+            "ok": zoo.passes(100 * (lin - lin0), 100 * (knn - knn0), p)}
+  # 450 test images; each seed's W - L is its gain in images. No seed is
+  # significant alone (p 0.073, 0.055, 0.19); pooled, 21 wins / 6 losses are (p 0.003).
+  runs = [run(0, 0.96, 0.95, 0.60, 0.55, 9, 3), run(1, 0.96, 0.95, 0.60, 0.55, 8, 2),
+          run(2, 0.96, 0.95, 0.58, 0.55, 4, 1)]
+  assert not any(r["ok"] for r in runs)
+  mean = zoo.mean_row(runs)
+  assert mean["pretrained"]["linear_top1"] == pytest.approx(0.96)
   assert mean["linear_gain"] == pytest.approx(1.0) and mean["knn_gain"] == pytest.approx(4.33)
-  assert not mean["ok"] and mean["seeds"] == [0, 1, 2]
-  assert zoo.mean_row([run(0, 0.97, 0.95, 0.6, 0.5), run(1, 0.97, 0.95, 0.6, 0.5)], 2.0)["ok"]
+  assert (mean["linear_wins"], mean["linear_losses"]) == (21, 6)
+  assert mean["linear_p"] == pytest.approx(
+      sum(math.comb(27, k) for k in range(21, 28)) / 2 ** 27)
+  assert mean["ok"] and mean["seeds"] == [0, 1, 2]
+  # The same gains with many discordant images are noise: pooled p 0.18, the method fails.
+  noisy = [run(s, 0.96, 0.95, 0.6, 0.55, 40, 35) for s in range(3)]
+  assert not zoo.mean_row(noisy)["ok"]
+  # A margin on top of the test, and kNN must not lose.
+  assert not zoo.mean_row(runs, min_gain=2.0)["ok"]
+  assert not zoo.mean_row([run(0, 0.97, 0.9, 0.5, 0.6, 40, 8)])["ok"]
   # A seed that failed to run fails the method.
   assert not zoo.mean_row(runs[:2] + [{"method": "ibot", "seed": 2, "wall_s": 1.0,
-                                       "cpu_s": 1.0, "ok": False}], 2.0)["ok"]
+                                       "cpu_s": 1.0, "ok": False}])["ok"]
   md = zoo.table(runs + [mean])
-  assert "| ibot (seed 0) | 150 |" in md and "linear +3.0, kNN +5.0 |" in md
+  assert "| ibot (seed 0) | 150 |" in md and "| 9/3 (0.073) |" in md
+  assert "linear +1.0, kNN +5.0 |" in md
   assert "| ibot (mean of seeds 0, 1, 2) | 150 | 100s | 190s |" in md
-  assert md.rstrip().endswith("| 95.3% | 94.3% | 59.3% | 55.0% | does NOT beat random init |")
-  # +9 of 450 images is exactly the 2-point margin (float32 gave 1.99999).
-  assert zoo.passes(1.9999990463256836, 0.0, 2.0)
+  assert md.rstrip().endswith("| 96.0% | 95.0% | 21/6 (0.003) | 59.3% | 55.0% | learns |")
+  # +9 of 450 images is exactly a 2-point margin (float32 gave 1.99999).
+  assert zoo.passes(1.9999990463256836, 0.0, 0.001, 2.0)

@@ -154,7 +154,8 @@ _STATIC = ("num_classes", "k", "chunk_size", "train_chunk_size")
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _knn_counts(train_x, train_y, test_x, test_y, temperature, *, num_classes, k, chunk_size,
                 train_chunk_size):
-  """Numbers of top-1 and top-5 hits over the test set (int32 scalars)."""
+  """Numbers of top-1 and top-5 hits over the test set (int32 scalars), and the
+  `[M]` top-1 hits."""
   m = test_x.shape[0]
   scores = _scores(train_x, train_y, test_x, temperature, num_classes=num_classes, k=k,
                    chunk_size=chunk_size, train_chunk_size=train_chunk_size)
@@ -162,7 +163,8 @@ def _knn_counts(train_x, train_y, test_x, test_y, temperature, *, num_classes, k
   valid = jnp.arange(scores.shape[0]) < m
   _, ranked = jax.lax.top_k(scores, min(5, num_classes))  # [M_pad, top] best first.
   hits = ranked == labels[:, None]
-  return jnp.sum(hits[:, 0] & valid), jnp.sum(jnp.any(hits, axis=1) & valid)
+  return (jnp.sum(hits[:, 0] & valid), jnp.sum(jnp.any(hits, axis=1) & valid),
+          hits[:m, 0])
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -299,7 +301,7 @@ def knn_votes(train_x, train_y, test_x, *, num_classes, k=200, temperature=0.1,
 
 
 def knn_accuracy(train_x, train_y, test_x, test_y, *, num_classes, k=200, temperature=0.1,
-                 chunk_size=256, train_chunk_size=None):
+                 chunk_size=256, train_chunk_size=None, per_example=False):
   """Weighted kNN top-1 / top-5 accuracy of cached features (InstDisc protocol).
 
   See the module docstring for the protocol and references.
@@ -320,11 +322,13 @@ def knn_accuracy(train_x, train_y, test_x, test_y, *, num_classes, k=200, temper
       top-k (module docstring); peak extra memory about `8 * chunk_size * (T + k)`
       bytes (similarities and labels) plus `4 * N` (norms), and no copy of the train
       features; same neighbours. Clipped to N.
+    per_example: also return `correct`, an `[M]` bool NumPy array: whether each test
+      feature's best class score is its label (for paired tests, `jssl.evals.paired`).
 
   Returns:
     `{"top1": float, "top5": float, "k": int}`: fractions in [0, 1] of test features
     whose label is the best / among the 5 best class scores (top-5 is 1.0 when K <= 5),
-    and the k actually used.
+    and the k actually used; `correct` with `per_example`.
 
   Raises:
     ValueError: on mismatched shapes, labels outside `[0, K)`, non-finite features,
@@ -341,6 +345,10 @@ def knn_accuracy(train_x, train_y, test_x, test_y, *, num_classes, k=200, temper
   k, chunk_size, train_chunk_size = _check_knn_args(
       k, temperature, chunk_size, train_chunk_size, train_x.shape[0], m)
   with auto_sharded(train_x, train_y, test_x, test_y) as arrays:
-    top1, top5 = _knn_counts(*arrays, jnp.float32(temperature), num_classes=int(num_classes),
-                             k=k, chunk_size=chunk_size, train_chunk_size=train_chunk_size)
-  return {"top1": int(top1) / m, "top5": int(top5) / m, "k": k}
+    top1, top5, hits = _knn_counts(*arrays, jnp.float32(temperature),
+                                   num_classes=int(num_classes), k=k, chunk_size=chunk_size,
+                                   train_chunk_size=train_chunk_size)
+  out = {"top1": int(top1) / m, "top5": int(top5) / m, "k": k}
+  if per_example:
+    out["correct"] = np.asarray(hits, bool)
+  return out

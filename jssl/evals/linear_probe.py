@@ -191,11 +191,12 @@ def _probe(train_x, train_y, test_x, test_y, val_idx, l2_grid, *, num_classes, s
   top1, top5 = _hits(xt, test_y.astype(jnp.int32), theta, min(5, num_classes))
   train_top1, _ = _hits(xs, train_y, theta, 1)
   return dict(top1=jnp.mean(top1), top5=jnp.mean(top5), best=best, val_top1=val_top1,
-              train_top1=jnp.mean(train_top1), loss=objective(theta, xs, one_hot, ones, l2))
+              train_top1=jnp.mean(train_top1), loss=objective(theta, xs, one_hot, ones, l2),
+              correct=top1)
 
 
 def linear_probe(train_x, train_y, test_x, test_y, *, num_classes, l2_grid=DEFAULT_L2_GRID,
-                 steps=50, val_fraction=0.1, seed=0):
+                 steps=50, val_fraction=0.1, seed=0, per_example=False):
   """Linear-probe accuracy of cached features (protocol in the module docstring).
 
   Args:
@@ -209,12 +210,14 @@ def linear_probe(train_x, train_y, test_x, test_y, *, num_classes, l2_grid=DEFAU
     steps: iterations per fit (every grid fit and the refit), one data pass each.
     val_fraction: share of the train features held out to choose `l2`.
     seed: seeds the held-out permutation, the only randomness.
+    per_example: also return `correct`, an `[M]` bool NumPy array: whether each test
+      feature's top-1 prediction is its label (for paired tests, `jssl.evals.paired`).
 
   Returns:
     A dict of Python values: `top1` (and `top5` when K > 5), fractions in [0, 1] of the
     test features; `l2`, the chosen strength; `l2_grid` (ascending) and `val_top1`,
     the held-out top-1 of each grid value; `train_top1` and `loss` (the objective) of
-    the refit model.
+    the refit model; `correct` with `per_example`.
 
   Raises:
     ValueError: on mismatched shapes, labels outside `[0, K)`, non-finite features, an
@@ -255,4 +258,6 @@ def linear_probe(train_x, train_y, test_x, test_y, *, num_classes, l2_grid=DEFAU
   }
   if num_classes > 5:
     result["top5"] = float(out["top5"])
+  if per_example:
+    result["correct"] = np.asarray(out["correct"], bool)
   return result

@@ -26,6 +26,25 @@ def _numpy_knn(train_x, train_y, test_x, test_y, *, num_classes, k, temperature)
   return top1, top5
 
 
+def test_per_example_correctness_matches_numpy_restatement():
+  train_x, train_y, test_x, test_y = _random_problem(11)
+  out = knn.knn_accuracy(train_x, train_y, test_x, test_y, num_classes=7, k=15,
+                         temperature=0.1, chunk_size=8, per_example=True)
+  # Per image, as the NumPy restatement ranks it (float64 votes).
+  tr = train_x / np.linalg.norm(train_x, axis=1, keepdims=True)
+  te = test_x / np.linalg.norm(test_x, axis=1, keepdims=True)
+  sim = te.astype(np.float64) @ tr.T
+  idx = np.argsort(-sim, axis=1, kind="stable")[:, :15]
+  w = np.exp(np.take_along_axis(sim, idx, axis=1) / 0.1)
+  scores = np.stack([np.sum(w * (train_y[idx] == c), axis=1) for c in range(7)], axis=1)
+  want = np.argmax(scores, axis=1) == test_y
+  assert out["correct"].dtype == bool and out["correct"].shape == (len(test_y),)
+  np.testing.assert_array_equal(out["correct"], want)
+  assert out["top1"] == pytest.approx(np.mean(want))
+  assert "correct" not in knn.knn_accuracy(train_x, train_y, test_x, test_y, num_classes=7,
+                                           k=15, chunk_size=8)
+
+
 def _random_problem(seed, n=120, m=37, d=6, num_classes=7):
   rng = np.random.default_rng(seed)
   means = rng.normal(size=(num_classes, d))
@@ -133,6 +152,11 @@ def test_sharded_equals_single_device(axis_type):
   arrays = [jax.device_put(a, sharding) for a in (train_x, train_y, test_x, test_y)]
   sharded = knn.knn_accuracy(*arrays, num_classes=7, k=20, chunk_size=10)
   assert sharded == single
+  np.testing.assert_array_equal(
+      knn.knn_accuracy(*arrays, num_classes=7, k=20, chunk_size=10,
+                       per_example=True)["correct"],
+      knn.knn_accuracy(train_x, train_y, test_x, test_y, num_classes=7, k=20,
+                       chunk_size=10, per_example=True)["correct"])
   votes = knn.knn_votes(*arrays[:3], num_classes=7, k=20, chunk_size=10)
   np.testing.assert_allclose(
       np.asarray(votes),

@@ -28,7 +28,16 @@ _GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 
 @functools.cache
 def _overlap_result():
-  return lp.linear_probe(*_OVERLAP, num_classes=5, l2_grid=_GRID)
+  return lp.linear_probe(*_OVERLAP, num_classes=5, l2_grid=_GRID, per_example=True)
+
+
+def test_per_example_correctness_is_the_test_top1_per_image():
+  out = _overlap_result()
+  correct = out["correct"]
+  assert correct.dtype == bool and correct.shape == (len(_OVERLAP[3]),)
+  assert out["top1"] == pytest.approx(np.mean(correct))
+  assert 0 < correct.sum() < len(correct)  # some right, some wrong on this problem
+  assert "correct" not in lp.linear_probe(*_OVERLAP, num_classes=5, l2_grid=_GRID)
 
 
 def test_separable_clusters_are_classified_perfectly():
@@ -72,7 +81,10 @@ def test_selection_follows_held_out_accuracy():
 
 
 def test_deterministic():
-  assert lp.linear_probe(*_OVERLAP, num_classes=5, l2_grid=_GRID) == _overlap_result()
+  again = lp.linear_probe(*_OVERLAP, num_classes=5, l2_grid=_GRID, per_example=True)
+  ref = _overlap_result()
+  np.testing.assert_array_equal(again.pop("correct"), ref["correct"])
+  assert again == {k: v for k, v in ref.items() if k != "correct"}
 
 
 def test_invariant_to_affine_feature_scaling():
@@ -93,10 +105,11 @@ def test_sharded_equals_single_device():
   mesh = jax.make_mesh((8,), ("data",))
   sharding = NamedSharding(mesh, P("data"))
   out = lp.linear_probe(*[jax.device_put(a, sharding) for a in _OVERLAP], num_classes=5,
-                        l2_grid=_GRID)
+                        l2_grid=_GRID, per_example=True)
   ref = _overlap_result()
   assert out["l2"] == ref["l2"]
   assert abs(out["top1"] - ref["top1"]) <= 1 / len(_OVERLAP[3])
+  assert np.sum(out["correct"] != ref["correct"]) <= 1
   assert out["loss"] == pytest.approx(ref["loss"], rel=1e-4)
 
 
