@@ -31,7 +31,7 @@ McNemar test), which brings the seed-to-seed spread in.
 A benchmark, not a test: it takes minutes per method on a 2-core CPU.
 
 Usage:
-  python benchmarks/zoo.py                          # every configs/*.py
+  python benchmarks/zoo.py                          # every image run book
   python benchmarks/zoo.py --methods simclr byol    # a subset
   python benchmarks/zoo.py --markdown zoo.md --json zoo.json
   python benchmarks/zoo.py --methods ibot msn --seeds 0 1 2
@@ -56,9 +56,21 @@ COLUMNS = ("method", "steps", "wall", "CPU", "img/s", "final loss", "online prob
 ALPHA = 0.01  # one-sided level of the paired test (set before any run was judged by it)
 
 
-def available() -> list[str]:
+def run_books() -> list[str]:
   return sorted(os.path.basename(p)[:-3]
                 for p in glob.glob(os.path.join(REPO, "configs", "*.py")))
+
+
+def is_image_text(name: str) -> bool:
+  """An image-text run book (a `text` tower): judged by zero-shot and retrieval
+  (tests/test_image_text.py, README "Image-text"), not by the image probes."""
+  from jssl import configs  # pylint: disable=import-outside-toplevel
+  return "text" in configs.get(name)
+
+
+def available() -> list[str]:
+  """The image run books, the zoo's methods."""
+  return [n for n in run_books() if not is_image_text(n)]
 
 
 def last_logged(workdir: str, key: str):
@@ -202,9 +214,14 @@ def main():
                        "-- --config.total_steps=50")
   args = ap.parse_args()
   names = args.methods or available()
-  unknown = sorted(set(names) - set(available()))
+  unknown = sorted(set(names) - set(run_books()))
   if unknown:
     ap.error(f"no config for {unknown}; available: {available()}")
+  image_text = [n for n in names if is_image_text(n)]
+  if image_text:
+    ap.error(f"{image_text} are image-text run books, judged by zero-shot and retrieval "
+             "(README 'Image-text'), not by the zoo's image probes; zoo methods: "
+             f"{available()}")
   rows, verdicts = [], []
   for name in names:
     runs = []

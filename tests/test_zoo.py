@@ -143,3 +143,15 @@ def test_zoo_judges_several_seeds_by_their_mean_gain_and_pooled_paired_test():
   assert md.rstrip().endswith("| 96.0% | 95.0% | 21/6 (0.003) | 59.3% | 55.0% | learns |")
   # +9 of 450 images is exactly a 2-point margin (float32 gave 1.99999).
   assert zoo.passes(1.9999990463256836, 0.0, 0.001, 2.0)
+
+
+def test_zoo_runs_the_image_run_books_and_names_image_text_ones(monkeypatch, capsys):
+  """`python benchmarks/zoo.py` ran every configs/*.py, image-text ones too,
+  and crashed on CLIP's results (no linear probe)."""
+  zoo = _zoo_benchmark()
+  assert set(zoo.available()) == set(CONFIGS)
+  monkeypatch.setattr("sys.argv", ["zoo.py", "--methods", "simclr", "clip"])
+  with pytest.raises(SystemExit) as e:
+    zoo.main()
+  assert e.value.code == 2
+  assert "['clip'] are image-text run books" in capsys.readouterr().err
