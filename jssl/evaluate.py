@@ -47,6 +47,16 @@ named, or with `--protocols=all`), data-parallel over every local device:
 `--train_epochs`, `--train_batch_size`, `--train_lr` (base lr, scaled by
 B/256) override the presets' epochs / batch / lr for both.
 
+`--baseline=EXPORT2` compares the export with another image encoder on the
+same test images (`jssl.evals.paired`): the baseline gets its own feature
+pass (its own preprocessing and recorded linear feature) and the same linear
+and kNN protocols, and each reports `wins` (test images only the export gets
+right), `losses` (only the baseline) and the one-sided exact McNemar p-value
+that the export is better (`results.vs_baseline`; a table in `eval.md`).
+
+  python -m jssl.evaluate --export=RUN_B/export --baseline=RUN_A/export \
+      --dataset=digits --protocols=linear,knn
+
 Writes `OUT/eval.json` (every number, with the settings), `OUT/eval.md` (the
 table) and, with matplotlib, `OUT/spectrum.png` and `OUT/projection.png`
 (`--plots=pca|tsne|''`). OUT defaults to `EXPORT/eval_<dataset>`. An existing
@@ -77,6 +87,8 @@ IMAGE_TEXT_PROTOCOLS = ("zeroshot", "retrieval")
 TRAINED_PROTOCOLS = ("linear_sgd", "finetune")
 # Spatial outputs the moments protocol can use, in order of preference.
 TOKEN_OUTPUTS = ("tokens", "feature_map")
+# Protocols whose predictions `--baseline` compares image by image.
+PAIRED_PROTOCOLS = ("linear", "knn")
 
 
 class Split:
@@ -295,9 +307,11 @@ def run_protocols(train: Split, test: Split, *, num_classes: int,
                   protocols: Sequence[str], shots: Sequence[int] = (1, 5, 10, 25),
                   n_way: int = 5, n_query: int = 15, n_episodes: int = 100,
                   diagnostics_max: int = 4096, knn_train_chunk: int = 8192,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, correct: Optional[dict] = None) -> dict:
   """Runs the chosen protocols on cached features; returns a JSON-able dict
-  (accuracies as fractions in [0, 1]) with each protocol's seconds."""
+  (accuracies as fractions in [0, 1]) with each protocol's seconds. With a
+  `correct` dict, fills it with `{protocol: [M] bools}` for the linear and kNN
+  protocols run: whether each test image is classified right."""
   from jssl.evals import diagnostics as diag_lib  # pylint: disable=import-outside-toplevel
   from jssl.evals import fewshot as fewshot_lib  # pylint: disable=import-outside-toplevel
   from jssl.evals import gda as gda_lib  # pylint: disable=import-outside-toplevel
@@ -316,11 +330,13 @@ def run_protocols(train: Split, test: Split, *, num_classes: int,
                   train.labels,
                   test.features if test.linear_features is None else test.linear_features,
                   test.labels)
-      r = linear_lib.linear_probe(*lin_args, num_classes=num_classes, seed=seed)
+      r = linear_lib.linear_probe(*lin_args, num_classes=num_classes, seed=seed,
+                                  per_example=correct is not None)
       out[name] = {k: r[k] for k in ("top1", "top5", "l2") if k in r}
     elif name == "knn":
       r = knn_lib.knn_accuracy(*args, num_classes=num_classes,
-                               train_chunk_size=min(knn_train_chunk, len(train.labels)))
+                               train_chunk_size=min(knn_train_chunk, len(train.labels)),
+                               per_example=correct is not None)
       out[name] = {"top1": r["top1"], "top5": r["top5"], "k": r["k"], "temperature": 0.1}
     elif name == "ncm":
       out[name] = {m: ncm_lib.ncm_accuracy(*args, num_classes=num_classes, metric=m)
@@ -356,6 +372,8 @@ def run_protocols(train: Split, test: Split, *, num_classes: int,
       r = jax.device_get(diag_lib.diagnostics(x, y, num_classes=num_classes))
       out[name] = {k: float(v) for k, v in r.items() if np.ndim(v) == 0}
       out[name]["examples"] = int(len(x))
+    if correct is not None and name in PAIRED_PROTOCOLS:
+      correct[name] = r["correct"]
     timings[name] = round(time.time() - t0, 2)
   out["seconds"] = timings
   return _jsonable(out)
@@ -509,6 +527,15 @@ def markdown(report: dict) -> str:
         lines.append(f"| few-shot {clf} | {cfg['n_way']}-way {k}-shot, "
                      f"{cfg['n_episodes']} episodes x {len(cfg['seeds'])} seeds | "
                      f"{_pct(v['mean'])} +- {_pct(v['ci95'])} | |")
+  if "vs_baseline" in r:
+    vs = r["vs_baseline"]
+    lines += ["", f"Paired test against {vs['baseline']} on the same {report['num_test']} "
+              "test images: W = images only this export gets right, L = only the "
+              "baseline; p = one-sided exact McNemar p-value that this export is better.", "",
+              "| protocol | top-1 (%) | baseline top-1 (%) | W / L | p |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {_pct(vs[name]['top1'])} | {_pct(vs[name]['baseline_top1'])} | "
+              f"{vs[name]['wins']} / {vs[name]['losses']} | {vs[name]['p_value']:.3g} |"
+              for name in PAIRED_PROTOCOLS if name in vs]
   if "diagnostics" in r:
     d = r["diagnostics"]
     lines += ["", f"Diagnostics on {d['examples']} test features:", "",
@@ -526,6 +553,7 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
                     splits: tuple[str, str] = ("train", "test"),
                     trained_kwargs: Optional[dict] = None, log=print,
                     linear_feature: Optional[str] = None,
+                    baseline: Optional[str] = None,
                     **protocol_kwargs) -> dict:
   """Loads `export`, extracts features of `dataset`, runs `protocols`, writes
   `eval.json`, `eval.md` (and plots) to `out`; returns the report dict.
@@ -534,6 +562,9 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
   the one the run's own probe read, recorded in the export: 'pre_logits',
   or 'cls_last4' for the ViT presets that use DINO's probe); every other
   protocol reads 'pre_logits'.
+
+  `baseline`: another image export to compare with, test image by test image,
+  on the linear and kNN protocols (module docstring; `results.vs_baseline`).
 
   `protocols`: as `parse_protocols` ('features' by default: the
   cached-feature ones). `trained_kwargs` go to `trained_jobs` (presets, label
@@ -555,9 +586,14 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
       storage.path(export, what="--export") / f"eval_{dataset.replace('/', '_')}")
   if (out / "eval.json").exists() and not overwrite:
     raise errors.OutputExistsError(f"{out}/eval.json exists; pass --overwrite or another --out")
+  paired = [p for p in protocols if p in PAIRED_PROTOCOLS]
+  if baseline and not paired:
+    raise errors.ConfigError(
+        f"--baseline compares the linear and kNN predictions image by image; --protocols="
+        f"{','.join(protocols)} has neither")
+  base_encoder = _image_encoder(baseline, "--baseline") if baseline else None
   dual_model = (export_lib.load_clip(export, device=jax.devices()[0]) if is_dual else None)
-  encoder = (dual_model.image_tower if dual_model else
-             export_lib.load_encoder(export, device=jax.devices()[0]))
+  encoder = (dual_model.image_tower if dual_model else _image_encoder(export, "--export"))
   tokens = token_output(encoder) if "moments" in protocols else None
   linear_feature = linear_feature or encoder.linear_feature
   if "linear" in protocols:
@@ -573,9 +609,16 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
   test = extract(encoder, batches["test"], tokens=tokens, linear_feature=linear_feature)
   t_feat = round(time.time() - t0, 2)
   cached = [p for p in protocols if p in PROTOCOLS]
+  correct = {} if baseline else None
   results = run_protocols(train, test, num_classes=num_classes, protocols=cached,
-                          **protocol_kwargs)
+                          correct=correct, **protocol_kwargs)
   results["seconds"]["features"] = t_feat
+  if baseline:
+    t0 = time.time()
+    results["vs_baseline"] = compare_with_baseline(
+        base_encoder, baseline, dataset, results, correct, test.labels, data_dir=data_dir,
+        batch_size=batch_size, splits=splits, **protocol_kwargs)
+    results["seconds"]["baseline"] = round(time.time() - t0, 2)
   image_text = [p for p in protocols if p in IMAGE_TEXT_PROTOCOLS]
   if image_text:
     t0 = time.time()
@@ -610,6 +653,48 @@ def evaluate_export(export: str, dataset: str, *, out: Optional[str] = None,
   return report
 
 
+def _image_encoder(path: str, flag: str):
+  """The image encoder of an export, or the image tower of an image-text one."""
+  from jssl import export as export_lib  # pylint: disable=import-outside-toplevel
+  from jssl import storage  # pylint: disable=import-outside-toplevel
+  if (storage.path(path, what=flag, error=errors.ExportError) / "dual.json").exists():
+    return export_lib.load_clip(path, device=jax.devices()[0]).image_tower
+  return export_lib.load_encoder(path, device=jax.devices()[0])
+
+
+def compare_with_baseline(encoder, baseline: str, dataset: str, results: dict,
+                          correct: dict, test_labels: np.ndarray, *,
+                          data_dir: Optional[str], batch_size: int,
+                          splits: tuple[str, str], **protocol_kwargs) -> dict:
+  """The paired test of an export's linear / kNN predictions (`correct`,
+  `results`) against those of the baseline `encoder` (loaded from `baseline`)
+  on the same test images: its own preprocessing and linear feature, the same
+  protocols."""
+  from jssl import storage  # pylint: disable=import-outside-toplevel
+  from jssl.evals import paired as paired_lib  # pylint: disable=import-outside-toplevel
+  pp = encoder.preprocess_config
+  num_classes, batches = dataset_batches(
+      dataset, size=int(pp["size"]), crop_fraction=float(pp.get("crop_fraction", 1.0)),
+      data_dir=data_dir, batch_size=batch_size, splits=splits)
+  protocols = [p for p in PAIRED_PROTOCOLS if p in correct]
+  feature = encoder.linear_feature if "linear" in protocols else "pre_logits"
+  train = extract(encoder, batches["train"], linear_feature=feature)
+  test = extract(encoder, batches["test"], linear_feature=feature)
+  if not np.array_equal(test.labels, test_labels):
+    raise ValueError(f"--baseline={baseline}: its pass over {dataset!r} {splits[1]} gave "
+                     f"{len(test.labels)} labels in another order than the export's "
+                     f"{len(test_labels)}; the paired test needs the same images in order")
+  base_correct: dict = {}
+  base = run_protocols(train, test, num_classes=num_classes, protocols=protocols,
+                       correct=base_correct, **protocol_kwargs)
+  out = {"baseline": storage.display(baseline), "baseline_provenance": encoder.provenance,
+         **({"baseline_linear_feature": feature} if "linear" in protocols else {})}
+  for name in protocols:
+    out[name] = {"top1": results[name]["top1"], "baseline_top1": base[name]["top1"],
+                 **paired_lib.compare(correct[name], base_correct[name])}
+  return _jsonable(out)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
   import argparse  # pylint: disable=import-outside-toplevel
   p = argparse.ArgumentParser(prog="python -m jssl.evaluate",
@@ -633,6 +718,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   p.add_argument("--linear_feature", default=None,
                  help="encoder output the linear protocol reads: 'pre_logits' or a ViT's "
                       "'cls_last4' (default: the one recorded in the export)")
+  p.add_argument("--baseline", default=None,
+                 help="another export to compare with on the same test images: linear and "
+                      "kNN wins / losses and a paired (McNemar) p-value")
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--linear_preset", default="simclr", help="linear_sgd: simclr | mae")
   p.add_argument("--finetune_preset", default="simclr", help="finetune: simclr")
@@ -665,7 +753,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
       batch_size=a.batch_size, plots=a.plots, overwrite=a.overwrite,
       splits=(a.train_split, a.test_split), trained_kwargs=trained_kwargs,
       shots=tuple(int(k) for k in a.shots.split(",") if k), n_way=a.n_way,
-      n_episodes=a.n_episodes, linear_feature=a.linear_feature)
+      n_episodes=a.n_episodes, linear_feature=a.linear_feature, baseline=a.baseline)
   print(markdown(report))
   print(f"wrote {report['out']}/eval.json and eval.md")
 

@@ -152,6 +152,43 @@ def test_linear_probe_reads_the_feature_the_export_records(tmp_path):
                    "--protocols=linear", "--linear_feature=tokens"])
 
 
+def test_baseline_is_compared_image_by_image(resnet_export, tmp_path):
+  # The baseline gets its own preprocessing (24 px here) and the same probes;
+  # wins - losses is the top-1 difference in test images.
+  base = _export(tmp_path / "base", {"name": "resnet_tiny", "stem": "cifar"}, size=24)
+  rep = evaluate.evaluate_export(resnet_export, "digits", out=str(tmp_path / "e"),
+                                 protocols="linear,knn", plots="", baseline=base)
+  alone = evaluate.evaluate_export(base, "digits", out=str(tmp_path / "b"),
+                                   protocols="linear,knn", plots="")
+  r = rep["results"]
+  vs = r["vs_baseline"]
+  assert vs["baseline"] == base and vs["baseline_linear_feature"] == "pre_logits"
+  for name in ("linear", "knn"):
+    assert vs[name]["top1"] == r[name]["top1"]
+    assert vs[name]["baseline_top1"] == alone["results"][name]["top1"]
+    assert vs[name]["wins"] - vs[name]["losses"] == round(
+        450 * (r[name]["top1"] - alone["results"][name]["top1"]))
+    assert vs[name]["wins"] + vs[name]["losses"] > 0  # two different encoders
+    assert 0 < vs[name]["p_value"] <= 1
+  md = open(tmp_path / "e" / "eval.md").read()
+  assert f"Paired test against {base} on the same 450 test images" in md
+  assert f"| {vs['knn']['wins']} / {vs['knn']['losses']} |" in md
+  # Against itself: no image differs, p = 1.
+  rep = evaluate.evaluate_export(resnet_export, "digits", out=str(tmp_path / "s"),
+                                 protocols="knn", plots="", baseline=resnet_export)
+  assert rep["results"]["vs_baseline"]["knn"] | {"top1": 0, "baseline_top1": 0} == {
+      "top1": 0, "baseline_top1": 0, "wins": 0, "losses": 0, "p_value": 1.0}
+  assert "linear" not in rep["results"]["vs_baseline"]
+  # Bad input, named before any feature pass.
+  with pytest.raises(ValueError, match="--baseline compares the linear and kNN.*ncm"):
+    evaluate.evaluate_export(resnet_export, "digits", out=str(tmp_path / "n"),
+                             protocols="ncm", baseline=base)
+  with pytest.raises(FileNotFoundError, match="not a jssl export"):
+    evaluate.main([f"--export={resnet_export}", "--dataset=digits",
+                   f"--out={tmp_path / 'm'}", "--protocols=knn",
+                   f"--baseline={tmp_path}"])
+
+
 def test_bad_input_is_named(resnet_export, tmp_path):
   with pytest.raises(ValueError, match="unknown protocol.*'lineer'"):
     evaluate.parse_protocols("knn,lineer")
