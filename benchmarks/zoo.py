@@ -16,7 +16,7 @@ more often than a fair coin would, one-sided exact McNemar p < `--alpha`
 The "linear W/L (p)" column gives the images only the trained encoder gets
 right (W), only the random one (L), and p.
 
-Until session 11 the rule was a fixed 2-point linear margin. On the 16 px
+The rule used to be a fixed 2-point linear margin. On the 16 px
 digits a random ViT's features are already ~92-96.7% linearly separable, so
 2 points there is 9 of 450 images near the ceiling, while 2 points can be
 noise for an encoder the probes disagree with on many images; the paired
