@@ -19,6 +19,17 @@ Models (run books from `jssl.configs`, with the overrides below):
                  byte tokenizer with the vocabulary size kept at 32000 (only
                  the token ids' range matters here). Skipped with a note when
                  the installed jssl has no siglip run book.
+  ijepa_vitb16   ijepa:imagenet, ViT-B/16 context and EMA target encoders, the
+                 narrow predictor, 1 context + 4 target blocks per image (the
+                 multi-block sampler inside the step), 224 px, batch 128 per
+                 device (the paper's 2048 over 16 A100s)
+  dinov2_vits14  ibot:dinov2, DINOv2's ViT-S/14 recipe: 2 x 224 px + 8 x 98 px
+                 crops, block-wise masked global crops, iBOT patch loss, KoLeo,
+                 Sinkhorn-Knopp teacher, drop-path 0.3, batch 128 per device
+
+`--quick` shrinks the widths and images; for ijepa_vitb16 and dinov2_vits14 it
+takes the run book's `smoke` preset (tiny ViT, token grids the mask samplers
+fit) with the same method and loss terms.
 
 Needs jax (with CUDA on a GPU) and jssl; no TensorFlow, torch, dataset or
 network: each step is fed a synthetic uint8 batch of the recipe's shapes
@@ -51,7 +62,8 @@ from typing import Callable, Optional
 # The children's environment, before the parent pins itself to the CPU below.
 _CHILD_ENV = dict(os.environ)
 
-MODELS = ("simclr_r18", "byol_r50", "dino_vits16", "mae_vitb16", "siglip_vitb16")
+MODELS = ("simclr_r18", "byol_r50", "dino_vits16", "mae_vitb16", "siglip_vitb16",
+          "ijepa_vitb16", "dinov2_vits14")
 DTYPES = ("bfloat16", "float32")
 
 
@@ -138,10 +150,16 @@ def build_config(model: str, dtype: str, *, quick: bool = False,
           c.text.model[k] = v
       if "embed_dim" in c:
         c.embed_dim = 32
+  elif model in ("ijepa_vitb16", "dinov2_vits14"):
+    name, preset = {"ijepa_vitb16": ("ijepa", "imagenet"),
+                    "dinov2_vits14": ("ibot", "dinov2")}[model]
+    c = configs.get(name, "smoke" if quick else preset)
+    batch = 128 * n
   else:
     raise ValueError(f"unknown model {model!r}; models: {', '.join(MODELS)}")
   if quick:
-    _shrink_heads(c)
+    if model not in ("ijepa_vitb16", "dinov2_vits14"):  # their smoke presets: tiny heads
+      _shrink_heads(c)
     batch = 8 * n
   if per_device_batch:
     batch = per_device_batch * n

@@ -236,7 +236,8 @@ def test_accelerator_builds_every_recipe():
       c = acc.build_config(model, dtype)
       assert c.model.dtype == dtype
       assert c.batch_size == (512 if model == "simclr_r18" else
-                              128 * n if model == "dino_vits16" else 256 * n), model
+                              128 * n if model in ("dino_vits16", "ijepa_vitb16",
+                                                   "dinov2_vits14") else 256 * n), model
   dino = acc.build_config("dino_vits16", "bfloat16")
   assert (dino.views.image_size, dino.views.num_views) == (224, 2)
   assert (dino.views.local.image_size, dino.views.local.num) == (96, 8)
@@ -246,6 +247,16 @@ def test_accelerator_builds_every_recipe():
   assert (byol.model.name, byol.views.image_size) == ("resnet50", 224)
   quick = acc.build_config("byol_r50", "float32", quick=True)
   assert quick.batch_size == 8 * n and quick.views.image_size == 32
+  # Issue 17's accelerator runs: I-JEPA and the DINOv2 recipe, as the run books give them.
+  ijepa = acc.build_config("ijepa_vitb16", "bfloat16")
+  assert (ijepa.method, ijepa.model.name, ijepa.model.patch_size,
+          ijepa.views.image_size) == ("ijepa", "vit_base", 16, 224)
+  dinov2 = acc.build_config("dinov2_vits14", "bfloat16")
+  assert (dinov2.method, dinov2.model.name, dinov2.model.patch_size) == ("ibot", "vit_small", 14)
+  assert (dinov2.views.local.image_size, dinov2.views.local.num) == (98, 8)
+  assert dinov2.loss.centering == "sinkhorn_knopp" and dinov2.loss.koleo_weight > 0
+  quick = acc.build_config("dinov2_vits14", "float32", quick=True)
+  assert quick.batch_size == 8 * n and quick.method == "ibot"
   with pytest.raises(ValueError, match="unknown model"):
     acc.build_config("nope", "float32")
 
