@@ -11,7 +11,12 @@ quickstart  Offline: scikit-learn's digits at 16 px (1347 train / 450 test),
             Quickstart-only deviations (see the comment in get_config): BN in
             the head's hidden layer, LARS, key momentum 0.9 -> 0.99.
             Measured (2 idle CPU cores, README "Zoo" table): 237 s wall,
-            linear top-1 90.2% (random-init encoder 80.9%), kNN 62.2% (44.7%).
+            linear top-1 90.2% (random-init encoder 80.9%), kNN 62.2% (44.7%)
+            under jaxlib's default XLA:CPU flags. With jssl.cpu_tuning (the
+            default since) the same seed is a different run: 172 s, linear
+            84.9% (W/L 58/40 test images, paired p 0.043), kNN 41.6%, below
+            random init: this quickstart does NOT clearly learn; its recipe
+            needs revisiting.
 
 cifar10     ResNet-18 (CIFAR stem) on TFDS `cifar10`, solo-learn's MoCo v2+
             recipe (vturrisi/solo-learn `scripts/pretrain/cifar/

@@ -38,6 +38,11 @@ quickstart  scikit-learn's digits at 16 px (offline), ViT of width 128, depth 4,
             60.0%; peak lr 2e-3: 95.8%, kNN 52.9%; peak lr 5e-4: 94.9%, kNN
             61.6%. The cls token, which the loss reaches only through
             attention, probes best at ratio 0.6 and lr 1e-3.
+            Three seeds, idle (benchmarks/zoo.py --methods simmim --seeds 0 1
+            2, 197-224 CPU s each): linear +2.0 / +5.1 / +1.8, kNN +15.6 /
+            -4.4 / +5.8 (mean +5.7); per test image the trained ViT alone is
+            right on 18 / 30 / 15, the random one alone on 9 / 7 / 7; pooled
+            63 vs 23, one-sided exact McNemar p = 9e-6: learns.
 
 cifar10     ViT-Small/4 on TFDS `cifar10` (32 px: 8 x 8 tokens), mask patches
             of 8 px (4 x 4 cells, 10 masked): no published CIFAR SimMIM
