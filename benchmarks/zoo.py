@@ -163,8 +163,23 @@ def _pct(x):
   return f"{100 * x:.1f}%"
 
 
+def format_p(p: float, alpha: float = ALPHA) -> str:
+  """p to 2 significant digits, more where 2 would land on or across `alpha`
+  (0.0103 printed as "0.01" reads as a pass at p < 0.01)."""
+  def misleads(text):
+    shown = float(text)
+    return p != alpha and (shown == alpha or (shown < alpha) != (p < alpha))
+
+  digits = 2
+  text = f"{p:.{digits}g}"
+  while digits < 6 and misleads(text):
+    digits += 1
+    text = f"{p:.{digits}g}"
+  return text
+
+
 def _paired(r):
-  return f"{r['linear_wins']}/{r['linear_losses']} ({r['linear_p']:.2g})"
+  return f"{r['linear_wins']}/{r['linear_losses']} ({format_p(r['linear_p'])})"
 
 
 def table(rows: list[dict]) -> str:

@@ -141,6 +141,9 @@ def test_zoo_judges_several_seeds_by_their_mean_gain_and_pooled_paired_test():
   assert "linear +1.0, kNN +5.0 |" in md
   assert "| ibot (mean of seeds 0, 1, 2) | 150 | 100s | 190s |" in md
   assert md.rstrip().endswith("| 96.0% | 95.0% | 21/6 (0.003) | 59.3% | 55.0% | learns |")
+  # A p-value is never printed rounded onto the 0.01 threshold.
+  assert zoo.format_p(0.0103) == "0.0103" and zoo.format_p(0.00996) == "0.00996"
+  assert zoo.format_p(0.043) == "0.043" and zoo.format_p(3.2e-24) == "3.2e-24"
   # +9 of 450 images is exactly a 2-point margin (float32 gave 1.99999).
   assert zoo.passes(1.9999990463256836, 0.0, 0.001, 2.0)
 
