@@ -178,11 +178,11 @@ def format_p(p: float, alpha: float = ALPHA) -> str:
   return text
 
 
-def _paired(r):
-  return f"{r['linear_wins']}/{r['linear_losses']} ({format_p(r['linear_p'])})"
+def _paired(r, alpha: float = ALPHA):
+  return f"{r['linear_wins']}/{r['linear_losses']} ({format_p(r['linear_p'], alpha)})"
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], alpha: float = ALPHA) -> str:
   lines = ["| " + " | ".join(COLUMNS) + " |",
            "|" + "---|" * len(COLUMNS)]
   for r in rows:
@@ -199,7 +199,7 @@ def table(rows: list[dict]) -> str:
                f"{r['images_per_sec']:.0f}" if r["images_per_sec"] else "-",
                f"{loss:.4g}" if loss is not None else "-",
                _pct(r["online_probe"]) if r.get("online_probe") is not None else "-",
-               _pct(p["linear_top1"]), _pct(q["linear_top1"]), _paired(r),
+               _pct(p["linear_top1"]), _pct(q["linear_top1"]), _paired(r, alpha),
                _pct(p["knn_top1"]), _pct(q["knn_top1"]),
                (f"linear {r['linear_gain']:+.1f}, kNN {r['knn_gain']:+.1f}"
                 if isinstance(r.get("seed"), int)      # judged by the mean row
@@ -249,7 +249,7 @@ def main():
         print(f"[zoo] {name} FAILED:\n{row['error']}", flush=True)
       else:
         print(f"[zoo] {name}: linear {_pct(row['pretrained']['linear_top1'])} "
-              f"(random {_pct(row['random_init']['linear_top1'])}; W/L {_paired(row)}), kNN "
+              f"(random {_pct(row['random_init']['linear_top1'])}; W/L {_paired(row, args.alpha)}), kNN "
               f"{_pct(row['pretrained']['knn_top1'])} (random "
               f"{_pct(row['random_init']['knn_top1'])}), {row['wall_s']:.0f}s "
               f"(CPU {row['cpu_s']:.0f}s)",
@@ -260,7 +260,7 @@ def main():
       verdicts.append(rows[-1]["ok"])
     else:
       verdicts += [r.get("ok", False) for r in runs]
-  md = table(rows)
+  md = table(rows, args.alpha)
   print(md)
   if args.markdown:
     with open(args.markdown, "w") as f:

@@ -144,6 +144,9 @@ def test_zoo_judges_several_seeds_by_their_mean_gain_and_pooled_paired_test():
   # A p-value is never printed rounded onto the 0.01 threshold.
   assert zoo.format_p(0.0103) == "0.0103" and zoo.format_p(0.00996) == "0.00996"
   assert zoo.format_p(0.043) == "0.043" and zoo.format_p(3.2e-24) == "3.2e-24"
+  # ... nor onto the threshold the run was judged at (--alpha).
+  assert zoo.format_p(0.0503, 0.05) == "0.0503"
+  assert "| 9/3 (0.0503) |" in zoo.table([dict(runs[0], linear_p=0.0503)], alpha=0.05)
   # +9 of 450 images is exactly a 2-point margin (float32 gave 1.99999).
   assert zoo.passes(1.9999990463256836, 0.0, 0.001, 2.0)
 
