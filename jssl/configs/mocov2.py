@@ -17,7 +17,7 @@ quickstart  Offline: scikit-learn's digits at 16 px (1347 train / 450 test),
             With LARS lr 1.0 (SimCLR's quickstart value, this preset's until
             the three-seed check) the same seeds gave linear 86.2 / 79.6 /
             86.9%, kNN 39.6 / 31.3 / 44.7%, below random init: after step 25
-            the parameter norm grew from 47 to 130-200 and RankMe fell to
+            the parameter norm peaked at 141-204 (from 47) and RankMe fell to
             6-13 (at lr 0.3: norm 45-53, RankMe 20-39). One run under
             jaxlib's default XLA:CPU flags had passed (90.2% / 62.2%), which
             hid it.
@@ -129,7 +129,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # already beats; with lr 0.06 it stalled near log(K + 1); a BN head with
     # SGD 0.3 collapsed too. A BN in the hidden layer (as SimCLR / MoCo v3)
     # with SimCLR's quickstart LARS settings learned in one run but not in
-    # three others (lr 1.0: the parameter norm grew 4x after ~25 steps and
+    # three others (lr 1.0: the parameter norm grew 3-4x after ~25 steps and
     # the rank fell); at LARS lr 0.3 every seed learns (docstring).
     c.projector.update(hidden_dims=(256,), out_dim=64, use_bn=True)
     c.loss.update(temperature=0.2, queue_size=1024, symmetric=True)
