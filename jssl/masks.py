@@ -9,7 +9,7 @@ u sets both scale and aspect ratio; max_keep = int(N s); h = round(sqrt(max_keep
 a)), w = round(sqrt(max_keep / a)), each clipped to at most grid - 1). Per
 image, `num_targets` target blocks of size (h, w) are placed uniformly
 (top in [0, H - h - 1], `torch.randint(0, H - h)`, exclusive high, as the
-official code does), then `num_context` context blocks, each restricted to the
+official code does; `placement="uniform"` is the deviation below), then `num_context` context blocks, each restricted to the
 complement of all targets and re-placed (up to `context_tries` = 20 tries, the
 official timeout) until more than `min_keep` tokens remain.
 
@@ -36,6 +36,16 @@ masking needs). Deviations from the official collator, all for static shapes:
     and retries, letting the context overlap a target). The context can then be
     tiny (even empty); jssl's ViT keeps its cls token as a valid key, so no
     attention row is empty.
+Block placement (`placement`): "ijepa" (default) is the official code's. Its
+exclusive corner bound and its grid - 1 size cap mean no block ever covers the
+last row or column, and a context block of the largest size has one possible
+corner: on the paper's 14 x 14 grid the context is always the top-left 13 x 13
+block (86% of the image, as the paper's scale 0.85-1.0 asks). On a small grid
+that costs much more: on 4 x 4, 7 of the 16 tokens are never context nor
+target, and the context is at most 3 x 3 (56%). "uniform" is the paper's
+description instead (Sec. 3: blocks at random positions, the context a block
+of scale 0.85-1.0 of the image): corners uniform over every position where the
+block fits (top in [0, H - h]) and blocks up to the whole grid.
 
 `blockwise`: the BEiT / iBOT block-wise masking as DINOv2 uses it
 (facebookresearch/dinov2 `dinov2/data/masking.py::MaskingGenerator` and
@@ -63,6 +73,7 @@ from jssl.errors import ConfigError
 
 LEVELS = 4096          # discrete levels of the block-size draw u (module doc)
 CONTEXT_TRIES = 20     # ijepa multiblock.py: timeout = og_timeout = 20
+PLACEMENTS = ("ijepa", "uniform")   # block placement (module doc)
 
 
 class MultiBlock(NamedTuple):
@@ -76,13 +87,16 @@ class MultiBlock(NamedTuple):
 
 @functools.lru_cache(maxsize=64)
 def block_size_table(grid_hw: tuple[int, int], scale: tuple[float, float],
-                     aspect: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-  """(h, w) per level u_k = k / LEVELS, as `MaskCollator._sample_block_size`.
+                     aspect: tuple[float, float],
+                     placement: str = "ijepa") -> tuple[np.ndarray, np.ndarray]:
+  """(h, w) per level u_k = k / LEVELS, as `MaskCollator._sample_block_size`
+  (capped at grid - 1; at the grid with `placement="uniform"`, module doc).
 
   Returns two int32 arrays `[LEVELS]` (heights, widths); entries may be 0 when
   the scale is too small for the grid (`check_multiblock` rejects that).
   """
   gh, gw = grid_hw
+  cap = 0 if placement == "uniform" else 1
   hs, ws = np.zeros(LEVELS, np.int32), np.zeros(LEVELS, np.int32)
   for k in range(LEVELS):
     u = k / LEVELS
@@ -91,13 +105,13 @@ def block_size_table(grid_hw: tuple[int, int], scale: tuple[float, float],
     a = aspect[0] + u * (aspect[1] - aspect[0])
     h = int(round(math.sqrt(max_keep * a)))
     w = int(round(math.sqrt(max_keep / a)))
-    hs[k], ws[k] = min(h, gh - 1), min(w, gw - 1)
+    hs[k], ws[k] = min(h, gh - cap), min(w, gw - cap)
   return hs, ws
 
 
-def max_block_area(grid_hw, scale, aspect) -> int:
+def max_block_area(grid_hw, scale, aspect, placement: str = "ijepa") -> int:
   """The largest h*w the settings can draw: the static token count."""
-  hs, ws = block_size_table(tuple(grid_hw), tuple(scale), tuple(aspect))
+  hs, ws = block_size_table(tuple(grid_hw), tuple(scale), tuple(aspect), placement)
   return int(np.max(hs * ws))
 
 
@@ -111,14 +125,18 @@ def _pair(value, field: str) -> tuple[float, float]:
 
 def check_multiblock(grid_hw: Sequence[int], *, num_targets: int,
                      target_scale, target_aspect, num_context: int, context_scale,
-                     context_aspect, min_keep: int, prefix: str = "masks") -> None:
+                     context_aspect, min_keep: int, placement: str = "ijepa",
+                     prefix: str = "masks") -> None:
   """Raises a one-line `ConfigError` naming `<prefix>.<field>` when the
   multi-block settings cannot fit the grid or leave no target / context."""
   gh, gw = (int(g) for g in grid_hw)
   n = gh * gw
+  if placement not in PLACEMENTS:
+    raise ConfigError(f"{prefix}.placement={placement!r} must be one of {list(PLACEMENTS)}")
   if gh < 2 or gw < 2:
     raise ConfigError(f"{prefix}: the patch grid {gh}x{gw} is too small for block masks "
-                      "(blocks are at most grid - 1 wide); use a smaller model.patch_size")
+                      "(a target and a context need 2 x 2 patches or more); use a smaller "
+                      "model.patch_size")
   for name, v in (("num_targets", num_targets), ("num_context", num_context)):
     if int(v) < 1:
       raise ConfigError(f"{prefix}.{name}={v} must be >= 1")
@@ -133,7 +151,7 @@ def check_multiblock(grid_hw: Sequence[int], *, num_targets: int,
       raise ConfigError(f"{prefix}.{kind}_scale={scale} must satisfy 0 < low <= high <= 1")
     if not 0.0 < a[0] <= a[1]:
       raise ConfigError(f"{prefix}.{kind}_aspect={aspect} must satisfy 0 < low <= high")
-    hs, ws = block_size_table((gh, gw), s, a)
+    hs, ws = block_size_table((gh, gw), s, a, placement)
     smallest = int(np.min(hs * ws))
     if smallest < 1:
       raise ConfigError(f"{prefix}.{kind}_scale={scale} gives {kind} blocks of 0 tokens on "
@@ -170,7 +188,7 @@ def _scaled(u, n):
 def multiblock(key, batch: int, grid_hw: Sequence[int], *, num_targets: int = 4,
                target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5), num_context: int = 1,
                context_scale=(0.85, 1.0), context_aspect=(1.0, 1.0),
-               min_keep: int = 10) -> MultiBlock:
+               min_keep: int = 10, placement: str = "ijepa") -> MultiBlock:
   """I-JEPA multi-block masks for a batch (module doc; defaults: the paper's
   ImageNet settings, ijepa `configs/in1k_vith14_ep300.yaml`).
 
@@ -181,6 +199,9 @@ def multiblock(key, batch: int, grid_hw: Sequence[int], *, num_targets: int = 4,
     target_scale, target_aspect, context_scale, context_aspect: ranges of the
       block scale (fraction of the grid) and aspect ratio (h / w).
     min_keep: a context block must keep more than this many tokens.
+    placement: "ijepa" (the official code's corners and size cap) or
+      "uniform" (corners over every fitting position, blocks up to the grid);
+      module doc.
 
   Returns:
     `MultiBlock` (context `[M_c, B, N_c]`, targets `[M_t, B, N_t]` + validity);
@@ -194,12 +215,15 @@ def multiblock(key, batch: int, grid_hw: Sequence[int], *, num_targets: int = 4,
   check_multiblock(grid_hw, num_targets=num_targets, target_scale=target_scale,
                    target_aspect=target_aspect, num_context=num_context,
                    context_scale=context_scale, context_aspect=context_aspect,
-                   min_keep=min_keep)
+                   min_keep=min_keep, placement=placement)
   gh, gw = grid_hw
-  th, tw = (jnp.asarray(t) for t in block_size_table(grid_hw, target_scale, target_aspect))
-  ch, cw = (jnp.asarray(t) for t in block_size_table(grid_hw, context_scale, context_aspect))
-  n_t = max_block_area(grid_hw, target_scale, target_aspect)
-  n_c = max_block_area(grid_hw, context_scale, context_aspect)
+  tables = functools.partial(block_size_table, grid_hw, placement=placement)
+  th, tw = (jnp.asarray(t) for t in tables(target_scale, target_aspect))
+  ch, cw = (jnp.asarray(t) for t in tables(context_scale, context_aspect))
+  n_t = max_block_area(grid_hw, target_scale, target_aspect, placement)
+  n_c = max_block_area(grid_hw, context_scale, context_aspect, placement)
+  # Corner positions per axis: G - h (official, exclusive high) or G - h + 1.
+  room = 1 if placement == "uniform" else 0
   b, m_t, m_c, tries = batch, num_targets, num_context, CONTEXT_TRIES
   # All the step's randomness in one draw (one threefry program to compile).
   sizes = (2, b * m_t * 2, b * m_c * tries * 2)
@@ -211,7 +235,7 @@ def multiblock(key, batch: int, grid_hw: Sequence[int], *, num_targets: int = 4,
   # Targets: corners [B, M_t]; slot s of a block is row s // w, column s % w
   # (raster order), valid for s < h * w.
   u_t = u_t.reshape(b, m_t, 2)
-  tops, lefts = _scaled(u_t[..., 0], gh - h), _scaled(u_t[..., 1], gw - w)
+  tops, lefts = _scaled(u_t[..., 0], gh - h + room), _scaled(u_t[..., 1], gw - w + room)
   slots = jnp.arange(n_t)
   t_valid = jnp.broadcast_to(slots < h * w, (b, m_t, n_t))
   t_idx = (tops[..., None] + slots // w) * gw + lefts[..., None] + slots % w
@@ -220,8 +244,8 @@ def multiblock(key, batch: int, grid_hw: Sequence[int], *, num_targets: int = 4,
   # Context: `tries` candidate corners per block [B, M_c, R], targets removed;
   # the first with more than min_keep tokens, else the fullest.
   u_c = u_c.reshape(b, m_c, tries, 2)
-  cand = _blocks(_scaled(u_c[..., 0], gh - eh), _scaled(u_c[..., 1], gw - ew), eh, ew,
-                 grid_hw) & ~covered[:, None, None]                        # [B, M_c, R, N]
+  cand = _blocks(_scaled(u_c[..., 0], gh - eh + room), _scaled(u_c[..., 1], gw - ew + room),
+                 eh, ew, grid_hw) & ~covered[:, None, None]                        # [B, M_c, R, N]
   counts = jnp.sum(cand, axis=-1)
   ok = counts > min_keep
   pick = jnp.where(jnp.any(ok, axis=-1), jnp.argmax(ok, axis=-1), jnp.argmax(counts, axis=-1))

@@ -78,6 +78,47 @@ def test_multiblock_static_shapes_and_fallback():
   assert len(shapes) == 1
 
 
+def _coverage(placement, grid=(4, 4), draws=40, **kw):
+  """How often each grid token is context / target over `draws` batches of 8."""
+  ctx, tgt = np.zeros(grid[0] * grid[1]), np.zeros(grid[0] * grid[1])
+  with jax.threefry_partitionable(False):
+    f = jax.jit(lambda k: masks.multiblock(k, 8, grid, placement=placement, **kw))
+    for s in range(draws):
+      m = jax.device_get(f(jax.random.key(s)))
+      for i in range(8):
+        np.add.at(ctx, m.context[0, i][m.context_valid[0, i]], 1)
+        for j in range(m.targets.shape[0]):
+          t = m.targets[j, i][m.target_valid[j, i]]
+          np.add.at(tgt, t, 1)
+          assert not set(t.tolist()) & set(m.context[0, i][m.context_valid[0, i]].tolist())
+  return ctx.reshape(grid), tgt.reshape(grid)
+
+
+def test_multiblock_placement_ijepa_never_reaches_last_row_and_column():
+  """The official placement (exclusive corner bound, blocks <= grid - 1): on a
+  4 x 4 grid the context is always the top-left 3 x 3 block, nothing ever
+  touches row / column 3, and the centre token (1, 1) is always a target."""
+  kw = dict(num_targets=1, target_scale=(0.25, 0.3), min_keep=0)
+  ctx, tgt = _coverage("ijepa", **kw)
+  assert ctx[3].sum() == ctx[:, 3].sum() == tgt[3].sum() == tgt[:, 3].sum() == 0
+  assert tgt[1, 1] == 320 and ctx[1, 1] == 0
+  assert masks.max_block_area((4, 4), (0.85, 1.0), (1, 1)) == 9
+
+
+def test_multiblock_placement_uniform_covers_the_whole_grid():
+  """`placement="uniform"`: corners over every fitting position and blocks up to
+  the grid, so every token is sometimes context and sometimes target, and the
+  context is the whole 4 x 4 grid minus the 2 x 2 target (12 tokens)."""
+  kw = dict(num_targets=1, target_scale=(0.25, 0.3), min_keep=0)
+  ctx, tgt = _coverage("uniform", **kw)
+  assert np.all(ctx > 0) and np.all(tgt > 0)
+  assert ctx.sum() == 320 * 12 and tgt.sum() == 320 * 4
+  assert masks.max_block_area((4, 4), (0.85, 1.0), (1, 1), "uniform") == 16
+  # The by-hand table: scale 1.0 on 14 x 14 is the whole grid, not 13 x 13.
+  ch, cw = masks.block_size_table((14, 14), (0.85, 1.0), (1.0, 1.0), "uniform")
+  assert ch[-1] == cw[-1] == 14 and ch[0] == cw[0] == 13     # int(196 * .85) = 166 -> 13
+
+
 def test_multiblock_config_errors():
   with pytest.raises(ConfigError, match=r"masks.min_keep=10 must be below the smallest target"):
     masks.multiblock(jax.random.key(0), 2, GRID, min_keep=10)
@@ -94,6 +135,8 @@ def test_multiblock_config_errors():
                            prefix="config.masks")
   with pytest.raises(ConfigError, match="too small"):
     masks.multiblock(jax.random.key(0), 2, (1, 8), min_keep=0)
+  with pytest.raises(ConfigError, match=r"masks.placement='paper' must be one of"):
+    masks.multiblock(jax.random.key(0), 2, GRID, min_keep=0, placement="paper")
 
 
 def test_blockwise_ratios_shapes_and_determinism():

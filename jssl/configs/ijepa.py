@@ -128,7 +128,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.masks = ml_collections.ConfigDict(dict(
       num_targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
       num_context=1, context_scale=(0.85, 1.0), context_aspect=(1.0, 1.0),
-      min_keep=10))
+      min_keep=10, placement="ijepa"))
   # Predictor: width, depth (blocks), heads (ijepa: the encoder's heads).
   c.predictor = ml_collections.ConfigDict(dict(width=384, depth=12, num_heads=12,
                                                mlp_ratio=4.0))

@@ -52,7 +52,8 @@ from jssl.models.ijepa import Predictor, apply_with_key_valid
 
 _PREDICTOR_KEYS = ("width", "depth", "num_heads", "mlp_ratio")
 _MASK_KEYS = ("num_targets", "target_scale", "target_aspect", "num_context", "context_scale",
-              "context_aspect", "min_keep")
+              "context_aspect", "min_keep", "placement")
+_OPTIONAL_KEYS = {"mlp_ratio", "placement"}
 
 
 def _as_dict(cfg, allowed, field):
@@ -60,7 +61,7 @@ def _as_dict(cfg, allowed, field):
   unknown = sorted(set(d) - set(allowed))
   if unknown:
     raise errors.ConfigError(f"unknown config.{field} keys {unknown}; allowed: {list(allowed)}")
-  missing = sorted(set(allowed) - set(d) - {"mlp_ratio"})
+  missing = sorted(set(allowed) - set(d) - _OPTIONAL_KEYS)
   if missing:
     raise errors.ConfigError(f"I-JEPA needs config.{field}.{missing[0]} (see configs/ijepa.py)")
   return d
@@ -94,6 +95,7 @@ def check(config) -> tuple[tuple[int, int], dict, dict]:
        for k, v in m.items()}
   m["num_targets"], m["num_context"] = int(m["num_targets"]), int(m["num_context"])
   m["min_keep"] = int(m["min_keep"])
+  m["placement"] = str(m.get("placement", "ijepa"))
   masks.check_multiblock(grid, prefix="config.masks", **m)
   pred = _as_dict(config.predictor, _PREDICTOR_KEYS, "predictor")
   if int(pred["width"]) % int(pred["num_heads"]) or int(pred["width"]) % 4:

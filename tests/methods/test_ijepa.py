@@ -128,6 +128,10 @@ def test_config_errors():
   with pytest.raises(ConfigError, match=r"config.masks.min_keep=5"):
     methods.make(config, LENGTH)
   config = _config()
+  config.masks.placement = "random"
+  with pytest.raises(ConfigError, match=r"config.masks.placement='random' must be one of"):
+    methods.make(config, LENGTH)
+  config = _config()
   config.predictor.num_heads = 3
   with pytest.raises(ConfigError, match=r"config.predictor.width=32"):
     methods.make(config, LENGTH)
