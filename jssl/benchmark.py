@@ -167,7 +167,8 @@ def benchmark_step(config, *, steps: int = 15, warmup: int = 2,
   method = methods.make(config, methods.TrainLength(total, 100.0), mesh=mesh)
   tx, schedule = schedules.make_optimizer(config.optimizer, global_batch=b,
                                           total_steps=total, steps_per_epoch=100,
-                                          frozen=method.frozen, model=config.model)
+                                          frozen=method.frozen, model=config.model,
+                                          constant_lr=method.constant_lr)
   view_fn = device_views.make_view_fn(config.views, v)
   init_fn, state_sh = step_lib.make_init(method, tx, view_fn, mesh, batch_spec,
                                          seed=0)

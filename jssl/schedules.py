@@ -123,6 +123,42 @@ def freeze(frozen: Sequence[tuple[str, int]]) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def scale_by_grouped_lr(schedule: optax.Schedule, constant: Sequence[str],
+                        constant_lr: float) -> optax.GradientTransformation:
+  """`optax.scale_by_learning_rate(schedule)`, except that parameters whose
+  path starts with a prefix in `constant` (e.g. `("predictor",)`) take the
+  fixed learning rate `constant_lr` at every step, warm-up included.
+
+  SimSiam's `--fix-pred-lr` (facebookresearch/simsiam `main_simsiam.py`:
+  the predictor's param group keeps `init_lr` while `adjust_learning_rate`
+  cosine-decays the others; solo-learn's `static_lr` the same). Scaling the
+  finished update by `constant_lr / schedule(step)` instead would divide by
+  zero at a warm-up's first step, so the rate is chosen per leaf here.
+  """
+  constant = tuple(str(p).strip("/") for p in constant)
+
+  def fixed(path) -> bool:
+    name = "/".join(_path_names(path))
+    return any(name == p or name.startswith(p + "/") for p in constant)
+
+  def init_fn(params):
+    names = ["/".join(_path_names(p)) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    for p in constant:
+      if not any(n == p or n.startswith(p + "/") for n in names):
+        raise ValueError(f"constant-lr prefix {p!r} matches no parameter (top level: "
+                         f"{sorted({n.split('/')[0] for n in names})})")
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None):
+    del params
+    lr = schedule(state.count)
+    updates = jax.tree_util.tree_map_with_path(
+        lambda path, u: -(constant_lr if fixed(path) else lr) * u, updates)
+    return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 def is_kernel(params: Any) -> Any:
   """True for weight matrices / conv kernels, False for biases and BN params.
 
@@ -230,7 +266,8 @@ _OPTIMIZER_KEYS = ("name", "base_lr", "lr_scaling", "weight_decay",
 
 def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
                    steps_per_epoch: float,
-                   frozen: Sequence[tuple[str, int]] = (), model: Any = None
+                   frozen: Sequence[tuple[str, int]] = (), model: Any = None,
+                   constant_lr: Sequence[str] = ()
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Optimiser and its learning-rate schedule from `config.optimizer`.
 
@@ -244,6 +281,9 @@ def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
   off: the ViT patch embedding's extra lr scale, DINOv2). `frozen`: see
   `freeze` (from the method). `model`: the encoder's config (`config.model`)
   or a `ViT`; needed only for `layer_decay` or `patch_embed_lr_mult` != 1.
+  `constant_lr`: parameter path prefixes (from the method) that keep the
+  peak learning rate for the whole run (`scale_by_grouped_lr`: SimSiam's
+  fixed predictor lr); empty: one schedule for every parameter.
   """
   unknown = sorted(set(cfg.keys()) - set(_OPTIMIZER_KEYS))
   if unknown:
@@ -257,6 +297,10 @@ def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
   if cfg.get("weight_decay_end", None) is not None:
     wd = cosine_between(cfg.weight_decay, cfg.weight_decay_end, total_steps)
   name = cfg.name
+  if constant_lr:
+    scale_lr = scale_by_grouped_lr(schedule, constant_lr, lr)
+  else:
+    scale_lr = optax.scale_by_learning_rate(schedule)
   if cfg.get("nesterov", False) and name != "sgd":
     raise ValueError(f"optimizer.nesterov is an SGD option; optimizer.name={name!r}")
   if name == "lars":
@@ -266,8 +310,15 @@ def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
         optax.masked(optax.scale_by_trust_ratio(
             trust_coefficient=cfg.get("trust_coefficient", 0.001), eps=0.0),
                      mask=is_kernel),
-        optax.scale_by_learning_rate(schedule),
+        scale_lr,
         optax.trace(decay=cfg.get("momentum", 0.9)))
+  elif name == "sgd" and constant_lr:
+    # optax.sgd is trace(momentum) then the learning rate (PyTorch's order:
+    # the lr scales the momentum buffer), here with the grouped rate.
+    tx = optax.chain(
+        _decayed_weights(wd, is_kernel),
+        optax.trace(decay=cfg.get("momentum", 0.9), nesterov=bool(cfg.get("nesterov", False))),
+        scale_lr)
   elif name == "sgd":
     tx = optax.chain(
         _decayed_weights(wd, is_kernel),
@@ -278,7 +329,7 @@ def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
     tx = optax.chain(
         optax.scale_by_adam(b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999)),
         _decayed_weights(wd, is_kernel),
-        optax.scale_by_learning_rate(schedule))
+        scale_lr)
   else:
     raise ValueError(
         f"optimizer.name={name!r}: expected one of 'lars', 'sgd', 'adamw'")

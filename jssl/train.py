@@ -124,7 +124,8 @@ def _run(config, workdir) -> dict:
   method = methods.make(config, methods.TrainLength(steps, steps_per_epoch), mesh=mesh)
   tx, schedule = schedules.make_optimizer(
       config.optimizer, global_batch=config.batch_size, total_steps=steps,
-      steps_per_epoch=steps_per_epoch, frozen=method.frozen, model=config.model)
+      steps_per_epoch=steps_per_epoch, frozen=method.frozen, model=config.model,
+      constant_lr=method.constant_lr)
   view_fn = views_lib.make_view_fn(config.views, config.views.num_views)
   # Unlabelled training data: no online probe (nothing to fit it to).
   probe = step_lib.make_online_probe(

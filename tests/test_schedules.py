@@ -182,3 +182,50 @@ def test_layer_decay_one_is_bit_identical_and_bad_values_fail():
     cfg.layer_decay = value
     with pytest.raises(schedules.errors.ConfigError, match=match):
       schedules.make_optimizer(cfg, model=model, **kw)
+
+
+def test_constant_lr_group_keeps_the_peak_lr_through_warmup_and_cosine():
+  """SimSiam's --fix-pred-lr: the 'predictor' group steps at the peak lr from
+  step 0 (the warm-up gives the rest lr 0 there), PyTorch SGD order by hand:
+  buf = m buf + (g + wd p); p -= lr buf, for a constant g and fixed p."""
+  cfg = _cfg(name="sgd", momentum=0.9, warmup_epochs=1.0, lr_scaling="none",
+             base_lr=0.5, weight_decay=0.1)
+  params = {"predictor": {"kernel": jnp.ones((2, 2))},
+            "predictorx": {"kernel": jnp.ones((2, 2))},   # not under 'predictor/'
+            "encoder": {"kernel": jnp.ones((2, 2))}}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  tx, sched = schedules.make_optimizer(cfg, global_batch=256, total_steps=10,
+                                       steps_per_epoch=2, constant_lr=("predictor",))
+  state = tx.init(params)
+  buf = 0.0
+  for step in range(4):
+    upd, state = tx.update(grads, state, params)
+    buf = 0.9 * buf + (0.5 + 0.1 * 1.0)
+    np.testing.assert_allclose(upd["predictor"]["kernel"], -0.5 * buf, rtol=1e-6)
+    for other in ("predictorx", "encoder"):
+      np.testing.assert_allclose(upd[other]["kernel"], -float(sched(step)) * buf, rtol=1e-6)
+  assert float(sched(0)) == 0.0 and float(sched(3)) < 0.5     # warm-up, then the cosine
+  # Without the group, the predictor follows the schedule as before (bit-identical).
+  tx0, _ = schedules.make_optimizer(cfg, global_batch=256, total_steps=10, steps_per_epoch=2)
+  tx1, _ = schedules.make_optimizer(cfg, global_batch=256, total_steps=10, steps_per_epoch=2,
+                                    constant_lr=("nothing_here",))
+  u0, _ = tx0.update(grads, tx0.init(params), params)
+  assert float(u0["predictor"]["kernel"][0, 0]) == 0.0
+  # A prefix that names no parameter is an error, not a silent no-op.
+  with pytest.raises(ValueError, match="constant-lr prefix 'nothing_here' matches no parameter"):
+    tx1.init(params)
+
+
+@pytest.mark.parametrize("name", ["lars", "adamw"])
+def test_constant_lr_group_for_lars_and_adamw(name):
+  cfg = _cfg(name=name, warmup_epochs=1.0, lr_scaling="none", base_lr=0.5, weight_decay=0.0,
+             b1=0.9, b2=0.999)
+  params = {"predictor": {"bias": jnp.ones((3,))}, "encoder": {"bias": jnp.ones((3,))}}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  tx, _ = schedules.make_optimizer(cfg, global_batch=256, total_steps=10,
+                                   steps_per_epoch=2, constant_lr=("predictor",))
+  upd, _ = tx.update(grads, tx.init(params), params)
+  assert float(upd["encoder"]["bias"][0]) == 0.0                 # warm-up: lr 0
+  # Step 0 of LARS on a bias: -lr g; of AdamW: -lr (bias-corrected m / sqrt(v) = 1).
+  want = -0.5 * 0.5 if name == "lars" else -0.5
+  np.testing.assert_allclose(upd["predictor"]["bias"], want, rtol=1e-4)

@@ -78,6 +78,9 @@ class Method(NamedTuple):
   frozen: `((param_path_prefix, until_step), ...)`: parameters whose updates
       are zeroed before `until_step` (DINO's last layer and SwAV's
       prototypes in the first epoch); see `jssl.schedules.freeze`.
+  constant_lr: parameter path prefixes that keep the peak learning rate for
+      the whole run instead of the schedule (SimSiam's fixed predictor lr);
+      see `jssl.schedules.scale_by_grouped_lr`.
   project: `params -> params` applied right after each optimiser update
       (CLIP clamps its logit scale there, as openai's training code does in
       place); None: nothing.
@@ -91,6 +94,7 @@ class Method(NamedTuple):
   encoder: nn.Module
   encoder_variables: Callable[..., Any]
   frozen: tuple = ()
+  constant_lr: tuple = ()
   dual: Optional["DualEncoder"] = None
   project: Optional[Callable[..., Any]] = None
 

@@ -86,3 +86,25 @@ def test_simsiam_bad_configs_fail_in_make():
   del config.predictor
   with pytest.raises(ValueError, match=r"needs config fields \['predictor'\]"):
     methods.make(config)
+
+
+def test_simsiam_fix_pred_lr_holds_the_predictor_at_the_peak_lr(setup):
+  """--fix-pred-lr: in the warm-up's first step (lr 0) only the predictor moves;
+  without it nothing does."""
+  from jssl import schedules  # pylint: disable=import-outside-toplevel
+  config, method, _, params, _, loss_and_grad = setup
+  assert config.fix_pred_lr and method.constant_lr == ("predictor",)
+  _, g = loss_and_grad(params)
+  moved = {}
+  for fixed in (True, False):
+    config.fix_pred_lr = fixed
+    m = methods.make(config)
+    tx, sched = schedules.make_optimizer(config.optimizer, global_batch=16, total_steps=100,
+                                         steps_per_epoch=5, constant_lr=m.constant_lr)
+    assert float(sched(0)) == 0.0
+    upd, _ = tx.update(g, tx.init(params), params)
+    moved[fixed] = {k: any(bool(np.any(np.asarray(u) != 0)) for u in jax.tree.leaves(v))
+                    for k, v in upd.items()}
+  config.fix_pred_lr = True
+  assert moved[True]["predictor"] and not moved[True]["encoder"]
+  assert not any(moved[False].values())
