@@ -28,7 +28,7 @@ def build(config, mesh, batch, *, total_steps: int = 10,
   tx, sched = schedules.make_optimizer(
       config.optimizer, global_batch=config.batch_size,
       total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-      frozen=method.frozen, model=config.model)
+      frozen=method.frozen, model=config.model, constant_lr=method.constant_lr)
   view_fn = views_lib.make_view_fn(config.views, config.views.num_views)
   spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
   # The online probe as the run book configures it (on by default): every

@@ -28,6 +28,7 @@ def setup():
 
 def test_simsiam_one_device_equals_eight():
   config = load_config("configs/simsiam.py:smoke")
+  config.fix_pred_lr = True    # the cifar10 / imagenet presets' grouped lr
   batches = mt.digit_batches(config, 3)
   (s1, h1), _ = mt.assert_one_device_equals_eight(config, batches)
   assert all(-1.0 <= h["loss"] <= 1.0 for h in h1)
@@ -92,19 +93,20 @@ def test_simsiam_fix_pred_lr_holds_the_predictor_at_the_peak_lr(setup):
   """--fix-pred-lr: in the warm-up's first step (lr 0) only the predictor moves;
   without it nothing does."""
   from jssl import schedules  # pylint: disable=import-outside-toplevel
-  config, method, _, params, _, loss_and_grad = setup
-  assert config.fix_pred_lr and method.constant_lr == ("predictor",)
+  config, _, _, params, _, loss_and_grad = setup
+  assert load_config("configs/simsiam.py:cifar10").fix_pred_lr
+  assert load_config("configs/simsiam.py:imagenet").fix_pred_lr
   _, g = loss_and_grad(params)
   moved = {}
   for fixed in (True, False):
     config.fix_pred_lr = fixed
     m = methods.make(config)
+    assert m.constant_lr == (("predictor",) if fixed else ())
     tx, sched = schedules.make_optimizer(config.optimizer, global_batch=16, total_steps=100,
                                          steps_per_epoch=5, constant_lr=m.constant_lr)
     assert float(sched(0)) == 0.0
     upd, _ = tx.update(g, tx.init(params), params)
     moved[fixed] = {k: any(bool(np.any(np.asarray(u) != 0)) for u in jax.tree.leaves(v))
                     for k, v in upd.items()}
-  config.fix_pred_lr = True
   assert moved[True]["predictor"] and not moved[True]["encoder"]
   assert not any(moved[False].values())
