@@ -17,8 +17,9 @@ Static shapes (what jit needs; the official counts vary per step). Token lists
 are PADDED to fixed lengths derived from the config, with validity masks:
   * targets `[M_t, B, N_t]`, N_t = the largest h*w the target settings can give;
     the valid tokens of a block (raster order) come first, slot s < h*w.
-  * context `[M_c, B, N_c]`, N_c = the largest context block area; the image's
-    context tokens (block minus targets, raster order) first.
+  * context `[M_c, B, N_c]`, N_c = the largest context block area, or N minus
+    the smallest target block when that is fewer; the image's context tokens
+    (block minus targets, raster order) first.
 The padding is always a suffix of each row (what cuDNN's sequence-length
 masking needs). Deviations from the official collator, all for static shapes:
   * no truncation to the batch minimum: every image keeps ALL its context and
@@ -221,7 +222,12 @@ def multiblock(key, batch: int, grid_hw: Sequence[int], *, num_targets: int = 4,
   th, tw = (jnp.asarray(t) for t in tables(target_scale, target_aspect))
   ch, cw = (jnp.asarray(t) for t in tables(context_scale, context_aspect))
   n_t = max_block_area(grid_hw, target_scale, target_aspect, placement)
-  n_c = max_block_area(grid_hw, context_scale, context_aspect, placement)
+  # The context never overlaps a target (module doc), so it keeps at most
+  # N - (the smallest target block) tokens: a shorter static length when the
+  # context block can be the whole grid ("uniform"; 12 instead of 16 on 4 x 4).
+  smallest_target = int(np.min(np.prod(tables(target_scale, target_aspect), axis=0)))
+  n_c = min(max_block_area(grid_hw, context_scale, context_aspect, placement),
+            gh * gw - smallest_target)
   # Corner positions per axis: G - h (official, exclusive high) or G - h + 1.
   room = 1 if placement == "uniform" else 0
   b, m_t, m_c, tries = batch, num_targets, num_context, CONTEXT_TRIES

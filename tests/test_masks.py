@@ -113,6 +113,10 @@ def test_multiblock_placement_uniform_covers_the_whole_grid():
   ctx, tgt = _coverage("uniform", **kw)
   assert np.all(ctx > 0) and np.all(tgt > 0)
   assert ctx.sum() == 320 * 12 and tgt.sum() == 320 * 4
+  # The static context length is N minus the smallest target (12), not the
+  # 16 of a whole-grid block: the context never overlaps a target.
+  m = masks.multiblock(jax.random.key(0), 2, (4, 4), placement="uniform", **kw)
+  assert m.context.shape == (1, 2, 12) and bool(np.all(m.context_valid))
   assert masks.max_block_area((4, 4), (0.85, 1.0), (1, 1), "uniform") == 16
   # The by-hand table: scale 1.0 on 14 x 14 is the whole grid, not 13 x 13.
   ch, cw = masks.block_size_table((14, 14), (0.85, 1.0), (1.0, 1.0), "uniform")
