@@ -38,7 +38,11 @@ it (it is attended to, never a target; ijepa's encoder has none). The learning
 rate warms up from 0 (ijepa: from start_lr 2e-4) and the weight-decay schedule
 is jssl's cosine (ijepa's CosineWDSchedule is the same curve). No drop-path
 (ijepa's configs use none). Initialisation follows jssl's ViT (xavier), not
-ijepa's trunc-normal with per-depth rescaling.
+ijepa's trunc-normal with per-depth rescaling. `config.masks.placement`:
+'ijepa' (the official code's block placement, the cifar10 / imagenet presets)
+or 'uniform' (blocks anywhere they fit, up to the whole grid: the paper's
+description; the 16 px quickstart, whose 4 x 4 grid the official placement
+cuts to its top-left 3 x 3; `jssl.masks` module doc).
 """
 from __future__ import annotations
 
