@@ -9,9 +9,10 @@ u sets both scale and aspect ratio; max_keep = int(N s); h = round(sqrt(max_keep
 a)), w = round(sqrt(max_keep / a)), each clipped to at most grid - 1). Per
 image, `num_targets` target blocks of size (h, w) are placed uniformly
 (top in [0, H - h - 1], `torch.randint(0, H - h)`, exclusive high, as the
-official code does; `placement="uniform"` is the deviation below), then `num_context` context blocks, each restricted to the
-complement of all targets and re-placed (up to `context_tries` = 20 tries, the
-official timeout) until more than `min_keep` tokens remain.
+official code does; `placement="uniform"` is the deviation below), then
+`num_context` context blocks, each restricted to the complement of all targets
+and re-placed (up to `context_tries` = 20 tries, the official timeout) until
+more than `min_keep` tokens remain.
 
 Static shapes (what jit needs; the official counts vary per step). Token lists
 are PADDED to fixed lengths derived from the config, with validity masks:
