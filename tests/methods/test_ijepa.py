@@ -45,8 +45,10 @@ def setup():
   return config, method, params, state, x, key, loss_and_grads
 
 
-def test_one_device_equals_eight_including_target():
+@pytest.mark.parametrize("placement", ["ijepa", "uniform"])
+def test_one_device_equals_eight_including_target(placement):
   config = _config()
+  config.masks.placement = placement      # 'uniform': the quickstart's
   (s1, h1), _ = mt.assert_one_device_equals_eight(config, mt.digit_batches(config, 3))
   t = s1.method_state["target"]["params"]["encoder"]["patch_embed"]["kernel"]
   assert not np.allclose(t, s1.params["encoder"]["patch_embed"]["kernel"])
