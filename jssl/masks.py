@@ -219,16 +219,14 @@ def multiblock(key, batch: int, grid_hw: Sequence[int], *, num_targets: int = 4,
                    context_scale=context_scale, context_aspect=context_aspect,
                    min_keep=min_keep, placement=placement)
   gh, gw = grid_hw
-  tables = functools.partial(block_size_table, grid_hw, placement=placement)
-  th, tw = (jnp.asarray(t) for t in tables(target_scale, target_aspect))
-  ch, cw = (jnp.asarray(t) for t in tables(context_scale, context_aspect))
-  n_t = max_block_area(grid_hw, target_scale, target_aspect, placement)
+  t_hs, t_ws = block_size_table(grid_hw, target_scale, target_aspect, placement)
+  c_hs, c_ws = block_size_table(grid_hw, context_scale, context_aspect, placement)
+  th, tw, ch, cw = (jnp.asarray(t) for t in (t_hs, t_ws, c_hs, c_ws))
+  n_t = int(np.max(t_hs * t_ws))
   # The context never overlaps a target (module doc), so it keeps at most
   # N - (the smallest target block) tokens: a shorter static length when the
   # context block can be the whole grid ("uniform"; 12 instead of 16 on 4 x 4).
-  smallest_target = int(np.min(np.prod(tables(target_scale, target_aspect), axis=0)))
-  n_c = min(max_block_area(grid_hw, context_scale, context_aspect, placement),
-            gh * gw - smallest_target)
+  n_c = min(int(np.max(c_hs * c_ws)), gh * gw - int(np.min(t_hs * t_ws)))
   # Corner positions per axis: G - h (official, exclusive high) or G - h + 1.
   room = 1 if placement == "uniform" else 0
   b, m_t, m_c, tries = batch, num_targets, num_context, CONTEXT_TRIES

@@ -110,8 +110,8 @@ def freeze(frozen: Sequence[tuple[str, int]]) -> optax.GradientTransformation:
     del params
 
     def zero(path, u):
-      name = "/".join(_path_names(path))
-      limits = [n for p, n in frozen if name == p or name.startswith(p + "/")]
+      name = _path_name(path)
+      limits = [n for p, n in frozen if _under(name, p)]
       if not limits:
         return u
       return jnp.where(state.count < max(limits), jnp.zeros_like(u), u)
@@ -138,13 +138,12 @@ def scale_by_grouped_lr(schedule: optax.Schedule, constant: Sequence[str],
   constant = tuple(str(p).strip("/") for p in constant)
 
   def fixed(path) -> bool:
-    name = "/".join(_path_names(path))
-    return any(name == p or name.startswith(p + "/") for p in constant)
+    return any(_under(_path_name(path), p) for p in constant)
 
   def init_fn(params):
-    names = ["/".join(_path_names(p)) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    names = [_path_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
     for p in constant:
-      if not any(n == p or n.startswith(p + "/") for n in names):
+      if not any(_under(n, p) for n in names):
         raise ValueError(f"constant-lr prefix {p!r} matches no parameter (top level: "
                          f"{sorted({n.split('/')[0] for n in names})})")
     return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
@@ -177,6 +176,17 @@ _EMBED_PARAMS = ("patch_embed", "cls_token", "pos_embedding", "mask_token")
 
 def _path_names(path) -> list[str]:
   return [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+
+
+def _path_name(path) -> str:
+  """'a/b/c' for a tree path (the names `freeze` and `constant_lr` match)."""
+  return "/".join(_path_names(path))
+
+
+def _under(name: str, prefix: str) -> bool:
+  """Whether parameter `name` is `prefix` or lies under it, per path component
+  ('head/lastx' is not under 'head/last')."""
+  return name == prefix or name.startswith(prefix + "/")
 
 
 def layer_decay_factor(names: Sequence[str], decay: float, depth: int,
@@ -312,18 +322,15 @@ def make_optimizer(cfg: Any, *, global_batch: int, total_steps: int,
                      mask=is_kernel),
         scale_lr,
         optax.trace(decay=cfg.get("momentum", 0.9)))
-  elif name == "sgd" and constant_lr:
-    # optax.sgd is trace(momentum) then the learning rate (PyTorch's order:
-    # the lr scales the momentum buffer), here with the grouped rate.
-    tx = optax.chain(
-        _decayed_weights(wd, is_kernel),
-        optax.trace(decay=cfg.get("momentum", 0.9), nesterov=bool(cfg.get("nesterov", False))),
-        scale_lr)
   elif name == "sgd":
+    # optax.sgd, spelled out so the rate can be grouped: trace(momentum) then
+    # the learning rate (PyTorch's order: the lr scales the momentum buffer),
+    # nested as optax.sgd nests it, so the optimiser state keeps its structure.
     tx = optax.chain(
         _decayed_weights(wd, is_kernel),
-        optax.sgd(schedule, momentum=cfg.get("momentum", 0.9),
-                  nesterov=bool(cfg.get("nesterov", False))))
+        optax.chain(optax.trace(decay=cfg.get("momentum", 0.9),
+                                nesterov=bool(cfg.get("nesterov", False))),
+                    scale_lr))
   elif name == "adamw":
     # optax.adamw (decoupled decay, scaled by the LR), schedulable decay.
     tx = optax.chain(

@@ -205,7 +205,7 @@ def test_constant_lr_group_keeps_the_peak_lr_through_warmup_and_cosine():
     for other in ("predictorx", "encoder"):
       np.testing.assert_allclose(upd[other]["kernel"], -float(sched(step)) * buf, rtol=1e-6)
   assert float(sched(0)) == 0.0 and float(sched(3)) < 0.5     # warm-up, then the cosine
-  # Without the group, the predictor follows the schedule as before (bit-identical).
+  # Without the group, the predictor follows the schedule (lr 0 at step 0).
   tx0, _ = schedules.make_optimizer(cfg, global_batch=256, total_steps=10, steps_per_epoch=2)
   tx1, _ = schedules.make_optimizer(cfg, global_batch=256, total_steps=10, steps_per_epoch=2,
                                     constant_lr=("nothing_here",))

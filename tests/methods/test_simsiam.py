@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jssl import losses, methods
+from jssl import losses, methods, schedules
 from jssl.methods import common
 from jssl_testing import load_config
 import methods_testing as mt
@@ -92,7 +92,6 @@ def test_simsiam_bad_configs_fail_in_make():
 def test_simsiam_fix_pred_lr_holds_the_predictor_at_the_peak_lr(setup):
   """--fix-pred-lr: in the warm-up's first step (lr 0) only the predictor moves;
   without it nothing does."""
-  from jssl import schedules  # pylint: disable=import-outside-toplevel
   config, _, _, params, _, loss_and_grad = setup
   assert load_config("configs/simsiam.py:cifar10").fix_pred_lr
   assert load_config("configs/simsiam.py:imagenet").fix_pred_lr
